@@ -1,0 +1,5 @@
+"""`python -m ncstudy` -> ncstudy.cli.main()."""
+
+from ncstudy.cli import main
+
+raise SystemExit(main())

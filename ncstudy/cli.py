@@ -1,0 +1,93 @@
+"""Command line: run | resume | validate. Thin: parse, call, print.
+
+Every error a user can cause (a bad study file, an override, a data folder) is a StudyError: one
+line on stderr naming the key or file, exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ncstudy.errors import StudyError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ncstudy",
+        description="Hyperparameter studies of neural-collapse regularizers for long-tailed classification.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a study from a YAML file", description="Run a study: Ray Tune + Optuna over Ray Train trials, tracked in MLflow.")
+    run.add_argument("study", type=Path, help="the study YAML file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set train.epochs=2 (repeatable; VALUE is read as YAML)")
+    run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    run.add_argument("--restart", action="store_true", help="replace an existing study of the same name")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
+
+    resume = commands.add_parser("resume", help="continue an interrupted study", description="Continue an interrupted study to its planned trial count.")
+    resume.add_argument("name", help="the study name (a folder under --results)")
+    resume.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    resume.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
+
+    validate = commands.add_parser("validate", help="check a study file and print the resolved config", description="Validate a study file (and overrides) and print the resolved config; writes nothing.")
+    validate.add_argument("study", type=Path, help="the study YAML file")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ncstudy.config import load_study
+    from ncstudy.study import run_study
+
+    study = load_study(args.study, args.overrides)
+    outcome = run_study(study, args.results, restart=args.restart, verbose=args.verbose)
+    _print_outcome(outcome)
+    return 0 if outcome.finished else 1
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from ncstudy.study import resume_study
+
+    outcome = resume_study(args.name, args.results, verbose=args.verbose)
+    _print_outcome(outcome)
+    return 0 if outcome.finished else 1
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ncstudy.config import dump_yaml, load_study
+    from ncstudy.study import preflight
+
+    study = load_study(args.study, args.overrides)
+    preflight(study)
+    print(dump_yaml(study), end="")
+    print(f"# {args.study}: valid", file=sys.stderr)
+    return 0
+
+
+def _print_outcome(outcome) -> None:
+    print(f"\n{outcome.finished} trials finished, {outcome.failed} failed")
+    print(f"table:    {outcome.folder / 'report.md'}")
+    print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}")
+    print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    report = outcome.folder / "report.md"
+    if report.exists():
+        print()
+        print(report.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": _run, "resume": _resume, "validate": _validate}
+    try:
+        return handlers[args.command](args)
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,260 @@
+"""The study schema: YAML -> pydantic models (extra keys forbidden) -> `--set` overrides -> validation.
+
+One place for each setting: the objective's metric and mode live in `search` only. Search-space keys
+are dotted paths into this schema (`regularizer.lambda_within`), and every value a space can produce
+is validated like the file, so a bad range fails before Ray starts. Defaults follow the paper's
+CIFAR-10-LT row (Liu et al., AISTATS 2023, Table 1) where one applies.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ncstudy.errors import StudyError
+
+OBJECTIVE_METRICS = ("val_acc_all", "val_acc_many", "val_acc_medium", "val_acc_few", "val_loss")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImbalanceConfig(Strict):
+    ratio: float = Field(100.0, ge=1, description="n_max / n_min; 1 is the balanced set")
+    profile: Literal["exp", "step"] = "exp"
+    minority_fraction: float = Field(0.5, ge=0, le=1, description="step profile: share of minority classes")
+    n_max: int | None = Field(None, ge=1, description="images of the largest class; None = all the pool allows")
+
+
+class DataConfig(Strict):
+    dataset: Literal["digits"] = "digits"
+    root: str | None = None
+    imbalance: ImbalanceConfig = ImbalanceConfig()
+    test_per_class: int = Field(50, ge=1, description="digits: balanced test images held out per class")
+    val_per_class: int = Field(20, ge=1, description="balanced validation images per class")
+    seed: int = Field(0, description="data seed: which images form the long-tailed subset")
+
+
+class ModelConfig(Strict):
+    arch: Literal["digits_cnn"] = "digits_cnn"
+    width: int = Field(32, ge=1)
+    feature_dim: int = Field(64, ge=1)
+
+
+class LossConfig(Strict):
+    name: Literal["ce"] = "ce"
+
+
+class RegularizerConfig(Strict):
+    lambda_within: float = Field(0.01, ge=0)
+    lambda_between: float = Field(0.1, ge=0)
+    temperature: float | None = Field(None, gt=0, description="soft-min temperature of L_B; None = hard min")
+    start_epoch: int = Field(0, ge=0)
+    centers: Literal["learnable"] = "learnable"
+    center_lr: float = Field(0.5, gt=0)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    warmup_epochs: int = Field(5, ge=0)
+    milestones: list[int] = Field(default_factory=lambda: [160, 180])
+    gamma: float = Field(0.1, gt=0)
+    seed: int = 0
+
+
+class LogUniform(Strict):
+    type: Literal["loguniform"]
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+
+class Uniform(Strict):
+    type: Literal["uniform"]
+    low: float
+    high: float
+
+
+class IntRange(Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+
+
+class Choice(Strict):
+    type: Literal["choice"]
+    values: list[Any] = Field(min_length=1)
+
+
+SpaceParam = Annotated[Union[LogUniform, Uniform, IntRange, Choice], Field(discriminator="type")]
+
+
+class SearchConfig(Strict):
+    algorithm: Literal["optuna"] = "optuna"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    metric: str = "val_acc_all"
+    mode: Literal["max", "min"] = "max"
+    seed: int = Field(0, description="seeds the TPE sampler")
+    space: dict[str, SpaceParam] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _objective_is_validation(self) -> "SearchConfig":
+        if self.metric not in OBJECTIVE_METRICS:
+            raise ValueError(f"metric must be a validation metric, one of {', '.join(OBJECTIVE_METRICS)}")
+        for key, param in self.space.items():
+            if isinstance(param, (LogUniform, Uniform, IntRange)) and not param.low < param.high:
+                raise ValueError(f"space {key}: low must be below high")
+        return self
+
+
+class TrackingConfig(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; None = sqlite at RESULTS/mlflow.db")
+    experiment: str | None = Field(None, description="MLflow experiment; None = the study name")
+
+
+class ResourcesConfig(Strict):
+    num_workers: int = Field(1, ge=1, description="Ray Train (DDP) workers per trial")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    address: str | None = Field(None, description="Ray address; None = a running cluster, else local Ray")
+    max_failures: int = Field(0, ge=0, description="Train worker-group restarts per trial")
+
+
+class MetricsConfig(Strict):
+    many_gt: int = Field(100, ge=0, description="many-shot: more than this many training images")
+    few_lt: int = Field(20, ge=0, description="few-shot: fewer than this many training images")
+
+
+class StudyConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    regularizer: RegularizerConfig = RegularizerConfig()
+    train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+def _describe(error: ValidationError, prefix: str = "") -> str:
+    """The first pydantic error as `key.path: message` (one line), noting how many more there are."""
+    errors = error.errors()
+    first = errors[0]
+    location = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
+    location = ".".join(p for p in (prefix, location) if p)
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{location}: {message}{more}" if location else f"{message}{more}"
+
+
+def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating the intermediate mappings."""
+    *parents, leaf = dotted_key.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise StudyError(f"{dotted_key}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def get_dotted(tree: dict, dotted_key: str) -> Any:
+    node: Any = tree
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted_key)
+        node = node[part]
+    return node
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=v` -> ("a.b", v) with v read as YAML (so 0.1, null, [1, 2] and true keep their types)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise StudyError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read, override and validate a study file; every failure is a one-line StudyError."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: study file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise StudyError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study file must be a mapping of sections (name, data, model, ...)")
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise StudyError(f"{path}: {_describe(exc)}") from None
+    validate_space(study, source=str(path))
+    return study
+
+
+def space_candidates(param: SpaceParam) -> list[Any]:
+    """The values whose validity stands for the whole range: the bounds, or every choice."""
+    if isinstance(param, Choice):
+        return list(param.values)
+    return [param.low, param.high]
+
+
+def validate_space(study: StudyConfig, source: str = "study") -> None:
+    """Each space key must name a setting, and each value it can produce must pass the schema."""
+    tree = study.model_dump(mode="json")
+    for key, param in study.search.space.items():
+        try:
+            current = get_dotted(tree, key)
+        except KeyError:
+            raise StudyError(f"{source}: search.space.{key}: no such setting") from None
+        if isinstance(current, dict):
+            raise StudyError(f"{source}: search.space.{key}: names a section, not a setting")
+        for value in space_candidates(param):
+            candidate = copy.deepcopy(tree)
+            set_dotted(candidate, key, value)
+            try:
+                StudyConfig.model_validate(candidate)
+            except ValidationError as exc:
+                raise StudyError(f"{source}: search.space.{key}: value {value!r} is invalid: {_describe(exc)}") from None
+
+
+def with_params(study: StudyConfig, params: dict[str, Any]) -> StudyConfig:
+    """The study config with a trial's sampled values (dotted keys) applied."""
+    tree = study.model_dump(mode="json")
+    for key, value in params.items():
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        set_dotted(tree, key, value)
+    return StudyConfig.model_validate(tree)
+
+
+def dump_yaml(study: StudyConfig) -> str:
+    """The resolved config, every default spelled out, as it is saved beside the results."""
+    return yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Data: long-tailed subsets (longtail), sources (sources), tensor batches (loader), assembly (build)."""

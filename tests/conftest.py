@@ -1,0 +1,29 @@
+"""Shared fixtures: one small local Ray instance for every Ray test of the session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Fail fast instead of hanging when a worker group cannot be scheduled.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    from ncstudy.study import RAY_ENV
+
+    env = {**RAY_ENV, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]}
+    ray.init(
+        num_cpus=2,
+        object_store_memory=256 * 1024**2,
+        include_dashboard=True,
+        logging_level="WARNING",
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+    )
+    yield ray
+    ray.shutdown()

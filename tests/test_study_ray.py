@@ -1,0 +1,82 @@
+"""End to end through real Ray Tune + Optuna + Ray Train + MLflow: a 2-trial, 2-epoch study."""
+
+import math
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from ncstudy.config import load_study
+from ncstudy.study import run_study
+
+from pathlib import Path
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished_study(ray_session, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    study = load_study(
+        QUICKSTART,
+        ["name=integration", "train.epochs=2", "search.num_samples=2", "search.max_concurrent=2", "model.width=8"],
+    )
+    outcome = run_study(study, results)
+    return study, results, outcome
+
+
+def test_trials_and_epochs_tables(finished_study):
+    study, results, outcome = finished_study
+    assert outcome.finished == 2 and outcome.failed == 0
+    trials = pd.read_parquet(results / "integration" / "trials.parquet")
+    assert len(trials) == 2
+    for column in ("acc_all", "acc_many", "acc_medium", "acc_few", "val_acc_all", "nc1", "min_angle_deg",
+                   "param.regularizer.lambda_within", "param.data.imbalance.ratio", "data_fingerprint"):  # fmt: skip
+        assert column in trials, column
+    for value in trials[["acc_all", "val_acc_all"]].to_numpy().ravel():
+        assert 0.0 <= value <= 1.0
+    low, high = study.search.space["regularizer.lambda_within"].low, study.search.space["regularizer.lambda_within"].high
+    assert trials["param.regularizer.lambda_within"].between(low, high).all()
+    epochs = pd.read_parquet(results / "integration" / "epochs.parquet")
+    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [[0, 1], [0, 1]]
+    saved = yaml.safe_load((results / "integration" / "study.yaml").read_text())
+    assert saved["train"]["epochs"] == 2 and saved["search"]["num_samples"] == 2
+
+
+def test_mlflow_has_one_parent_and_a_finished_child_per_trial(finished_study):
+    _, results, outcome = finished_study
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("integration")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    trials = pd.read_parquet(results / "integration" / "trials.parquet")
+    assert sorted(c.info.run_id for c in children) == sorted(trials["mlflow_run_id"])
+    assert all(c.info.status == "FINISHED" for c in children)
+    history = client.get_metric_history(children[0].info.run_id, "val_acc_all")
+    assert [m.step for m in history] == [0, 1]
+    assert "regularizer.lambda_within" in children[0].data.params
+    assert {"report.md", "trials.parquet", "study.yaml"} <= {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+
+
+def test_report_has_the_many_medium_few_table(finished_study):
+    _, results, _ = finished_study
+    report = (results / "integration" / "report.md").read_text()
+    assert "| All | Many | Medium | Few |" in report
+    trials = pd.read_parquet(results / "integration" / "trials.parquet")
+    best = trials.sort_values("val_acc_all", ascending=False).iloc[0]
+    first_row = [line for line in report.splitlines() if line.startswith("| 1 |")][0]
+    assert best["trial_id"] in first_row
+    expected = "-" if math.isnan(best["acc_few"]) else f"{100 * best['acc_few']:.1f}"
+    assert expected in first_row
+
+
+def test_running_the_same_study_again_is_refused(finished_study):
+    from ncstudy.errors import StudyError
+
+    study, results, _ = finished_study
+    with pytest.raises(StudyError, match="resume integration"):
+        run_study(study, results)
