@@ -7,6 +7,7 @@ line on stderr naming the key or file, exit status 2, nothing written.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -40,11 +41,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries(verbose: bool) -> None:
+    """MLflow's schema migrations and Optuna's study creation log at INFO; keep them for -v."""
+    if not verbose:
+        for name in ("mlflow", "alembic", "optuna"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _run(args: argparse.Namespace) -> int:
     from ncstudy.config import load_study
     from ncstudy.study import run_study
 
     study = load_study(args.study, args.overrides)
+    _quiet_libraries(args.verbose)
     outcome = run_study(study, args.results, restart=args.restart, verbose=args.verbose)
     _print_outcome(outcome)
     return 0 if outcome.finished else 1
@@ -53,6 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from ncstudy.study import resume_study
 
+    _quiet_libraries(args.verbose)
     outcome = resume_study(args.name, args.results, verbose=args.verbose)
     _print_outcome(outcome)
     return 0 if outcome.finished else 1

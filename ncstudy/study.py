@@ -44,6 +44,7 @@ from ncstudy.config import (
 )
 from ncstudy.data.build import build_data
 from ncstudy.errors import StudyError
+from ncstudy.progress import StudyProgress
 from ncstudy.results import collect, report_markdown, write_parquet, write_text
 from ncstudy.tracking import PARENT_TAG, TRIAL_TAG, MlflowReportCallback, StudyTracker, flatten, run_status, tracking_uri
 from ncstudy.train import train_loop_per_worker
@@ -147,7 +148,20 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], tracker: StudyTra
         tracker.finish(run_id, run_status(failed))
 
 
-def build_tuner(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str) -> tune.Tuner:
+def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool) -> tune.RunConfig:
+    """Tune's experiment folder under the study; our compact progress lines, Tune's tables with -v."""
+    return tune.RunConfig(
+        name=TUNE_EXPERIMENT,
+        storage_path=str(paths.ray_storage.resolve()),
+        failure_config=tune.FailureConfig(max_failures=0),
+        callbacks=[StudyProgress(study.search.num_samples, study.train.epochs, study.search.metric)],
+        verbose=1 if verbose else 0,
+    )
+
+
+def build_tuner(
+    study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, verbose: bool = False
+) -> tune.Tuner:
     """The Tuner for a fresh study."""
     search = study.search
     param_space = {key: tune_domain(param) for key, param in search.space.items()}
@@ -168,12 +182,7 @@ def build_tuner(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, pa
             num_samples=search.num_samples,
             max_concurrent_trials=search.max_concurrent,
         ),
-        run_config=tune.RunConfig(
-            name=TUNE_EXPERIMENT,
-            storage_path=str(paths.ray_storage.resolve()),
-            failure_config=tune.FailureConfig(max_failures=0),
-            verbose=1,
-        ),
+        run_config=_tune_run_config(study, paths, verbose),
     )
 
 
@@ -237,7 +246,7 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
     write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": tracker.uri}), paths.folder / "tracking.json")
     with _closing_on_error(tracker, parent_run_id):
         init_ray(study.resources.address, verbose)
-        tuner = build_tuner(study, paths, tracker, parent_run_id)
+        tuner = build_tuner(study, paths, tracker, parent_run_id, verbose)
         return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 

@@ -1,0 +1,80 @@
+"""Compact live progress for a study: one line when a trial starts, an epoch line at most every
+`every_s` seconds per trial, one line when it ends, each with the study's elapsed time, and an ETA once a trial has ended.
+
+A Ray Tune `Callback` (it runs in the driver), used instead of Tune's own wide status tables, which
+`run -v` still shows.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+class StudyProgress(Callback):
+    def __init__(self, planned: int, epochs: int, metric: str, every_s: float = 10.0, stream: TextIO | None = None):
+        self.planned = planned
+        self.epochs = epochs
+        self.metric = metric
+        self.every_s = every_s
+        self.stream = stream or sys.stdout
+        self.started = time.monotonic()
+        self.last_line: dict[str, float] = {}
+        self.ended = 0
+
+    def _say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{elapsed:6.0f}s] {text}", file=self.stream, flush=True)
+
+    def _eta(self) -> str:
+        """From the mean wall time per ended trial (worker start-up included), once one has ended."""
+        if self.ended == 0 or self.ended >= self.planned:
+            return ""
+        seconds = (time.monotonic() - self.started) / self.ended * (self.planned - self.ended)
+        return f"  ETA {seconds / 60:.1f} min" if seconds >= 90 else f"  ETA {seconds:.0f}s"
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        params = " ".join(f"{_short(k)}={_value(v)}" for k, v in (trial.config or {}).items())
+        self.last_line[trial.trial_id] = time.monotonic()
+        self._say(f"trial {trial.trial_id} started   {params}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        epoch = int(result.get("epoch", 0))
+        now = time.monotonic()
+        if now - self.last_line.get(trial.trial_id, 0.0) >= self.every_s and epoch + 1 < self.epochs:
+            self.last_line[trial.trial_id] = now
+            self._say(
+                f"trial {trial.trial_id} epoch {epoch + 1}/{self.epochs}  "
+                f"{self.metric} {_percent(result.get(self.metric))}{self._eta()}"
+            )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.ended += 1
+        result = trial.last_result or {}
+        groups = " ".join(f"{g} {_percent(result.get(f'acc_{g}'))}" for g in ("all", "many", "medium", "few"))
+        self._say(
+            f"trial {trial.trial_id} finished  {self.metric} {_percent(result.get(self.metric))}  "
+            f"test: {groups}   ({self.ended}/{self.planned}){self._eta()}"
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.ended += 1
+        self._say(f"trial {trial.trial_id} FAILED  (error file: {trial.error_file})  ({self.ended}/{self.planned})")
