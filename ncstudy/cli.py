@@ -1,4 +1,4 @@
-"""Command line: run | resume | validate. Thin: parse, call, print.
+"""Command line: run | resume | validate | data describe. Thin: parse, call, print.
 
 Every error a user can cause (a bad study file, an override, a data folder) is a StudyError: one
 line on stderr naming the key or file, exit status 2, nothing written.
@@ -38,7 +38,28 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a study file and print the resolved config", description="Validate a study file (and overrides) and print the resolved config; writes nothing.")
     validate.add_argument("study", type=Path, help="the study YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+
+    data = commands.add_parser("data", help="inspect a study's data", description="Inspect the data a study would train on.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    describe = data_commands.add_parser("describe", help="per-class train/val/test counts, groups and profile", description="Print per-class train / val / test counts, the many/medium/few groups and the long-tailed profile.")
+    describe.add_argument("study", type=Path, help="the study YAML file")
+    describe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    describe.add_argument("--plot", type=Path, metavar="FILE.png", help="also save the profile as a PNG")
     return parser
+
+
+def _data(args: argparse.Namespace) -> int:
+    from ncstudy.config import load_study
+    from ncstudy.data.build import build_data
+    from ncstudy.data.describe import describe_text, plot_profile
+
+    study = load_study(args.study, args.overrides)
+    data = build_data(study.data)
+    print(describe_text(data, study.data))
+    if args.plot:
+        plot_profile(data, args.plot)
+        print(f"profile plot: {args.plot}")
+    return 0
 
 
 def _quiet_libraries(verbose: bool) -> None:
@@ -95,7 +116,7 @@ def _print_outcome(outcome) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "resume": _resume, "validate": _validate}
+    handlers = {"run": _run, "resume": _resume, "validate": _validate, "data": _data}
     try:
         return handlers[args.command](args)
     except StudyError as error:

@@ -29,46 +29,102 @@ class ImbalanceConfig(Strict):
     ratio: float = Field(100.0, ge=1, description="n_max / n_min; 1 is the balanced set")
     profile: Literal["exp", "step"] = "exp"
     minority_fraction: float = Field(0.5, ge=0, le=1, description="step profile: share of minority classes")
-    n_max: int | None = Field(None, ge=1, description="images of the largest class; None = all the pool allows")
+    n_max: int | None = Field(None, ge=1, description="images of the largest class; None = the smallest class's pool")
+
+
+class ShotSplitConfig(Strict):
+    """How classes are grouped into many / medium / few shot (ncstudy.metrics.frequency_groups)."""
+
+    rule: Literal["threshold", "index_ranges", "quantile"] | None = Field(
+        None, description="None = index_ranges for 10 classes (thresholds give CIFAR-10-LT 8/2/0), else threshold"
+    )
+    many_gt: int = Field(100, ge=0, description="threshold: many-shot has more than this many training images")
+    few_lt: int = Field(20, ge=0, description="threshold: few-shot has fewer than this many")
+    boundaries: tuple[int, int] = Field((3, 7), description="index_ranges: [0, a) many, [a, b) medium, [b, K) few")
+    quantiles: tuple[float, float] = Field((1 / 3, 2 / 3), description="quantile: shares of classes, by count rank")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ShotSplitConfig":
+        if not 0 <= self.boundaries[0] <= self.boundaries[1]:
+            raise ValueError("boundaries must satisfy 0 <= a <= b")
+        if not 0 <= self.quantiles[0] <= self.quantiles[1] <= 1:
+            raise ValueError("quantiles must satisfy 0 <= q1 <= q2 <= 1")
+        return self
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits"] = "digits"
-    root: str | None = None
+    dataset: Literal["digits", "cifar10", "cifar100", "parquet"] = "digits"
+    root: str | None = Field(None, description="cifar: torchvision root; parquet: folder of train/test.parquet")
+    download: bool = Field(False, description="cifar: download through torchvision when missing")
+    cache_dir: str | None = Field(None, description="decoded-image cache; None = $NCSTUDY_CACHE or ~/.cache/ncstudy")
     imbalance: ImbalanceConfig = ImbalanceConfig()
     test_per_class: int = Field(50, ge=1, description="digits: balanced test images held out per class")
-    val_per_class: int = Field(20, ge=1, description="balanced validation images per class")
+    val_per_class: int = Field(20, ge=1, description="validation images per class, from pool images the subset left")
     seed: int = Field(0, description="data seed: which images form the long-tailed subset")
+    augment: bool | None = Field(None, description="random crop (pad 4) + flip; None = on for 32x32 colour images")
+    sampler: Literal["instance", "class_balanced"] = "instance"
+    shot_split: ShotSplitConfig = ShotSplitConfig()
+
+
+ARCHS = ("digits_cnn", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50", "resnext50_32x4d")
+LOSSES = ("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax", "dot_regression")
+WEIGHTED_LOSSES = ("ce", "focal", "ldam", "logit_adjusted")
 
 
 class ModelConfig(Strict):
-    arch: Literal["digits_cnn"] = "digits_cnn"
-    width: int = Field(32, ge=1)
-    feature_dim: int = Field(64, ge=1)
+    arch: Literal[ARCHS] = "digits_cnn"
+    head: Literal["linear", "cosine", "etf"] = "linear"
+    head_scale: float = Field(16.0, gt=0, description="cosine head: logits = scale * cos")
+    width: int = Field(32, ge=1, description="digits_cnn: channels of the first block")
+    feature_dim: int = Field(64, ge=1, description="digits_cnn: dimension of the features h")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
 
 
 class LossConfig(Strict):
-    name: Literal["ce"] = "ce"
+    name: Literal[LOSSES] = "ce"
+    focal_gamma: float = Field(1.0, ge=0)
+    ldam_max_margin: float = Field(0.5, gt=0)
+    ldam_scale: float = Field(30.0, gt=0)
+    tau: float = Field(1.0, description="logit_adjusted: weight of log prior (a searchable temperature)")
+    reweight: Literal["none", "class_balanced", "drw"] = Field(
+        "none", description="class-balanced weights (Cui et al. 2019) from the start, or from drw_epoch (DRW)"
+    )
+    drw_epoch: int = Field(160, ge=0, description="reweight=drw: the epoch the weights switch on")
+    cb_beta: float = Field(0.9999, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _weights_need_a_weighted_loss(self) -> "LossConfig":
+        if self.reweight != "none" and self.name not in WEIGHTED_LOSSES:
+            raise ValueError(f"reweight {self.reweight!r} needs one of {', '.join(WEIGHTED_LOSSES)}, not {self.name!r}")
+        return self
 
 
 class RegularizerConfig(Strict):
     lambda_within: float = Field(0.01, ge=0)
     lambda_between: float = Field(0.1, ge=0)
+    lambda_center: float = Field(0.0, ge=0, description="centre loss (Wen et al. 2016), the ablation baseline")
     temperature: float | None = Field(None, gt=0, description="soft-min temperature of L_B; None = hard min")
     start_epoch: int = Field(0, ge=0)
-    centers: Literal["learnable"] = "learnable"
-    center_lr: float = Field(0.5, gt=0)
+    centers: Literal["learnable", "ema", "batch"] = "learnable"
+    center_lr: float = Field(0.5, gt=0, description="learnable: SGD learning rate of the centres")
+    ema_momentum: float = Field(0.9, ge=0, lt=1, description="ema: c <- m c + (1 - m) batch mean")
 
 
 class TrainConfig(Strict):
     epochs: int = Field(200, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, description="per worker")
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: int = Field(5, ge=0)
+    schedule: Literal["multistep", "cosine"] = "multistep"
     milestones: list[int] = Field(default_factory=lambda: [160, 180])
     gamma: float = Field(0.1, gt=0)
+    mixup_alpha: float = Field(0.0, ge=0, description="mixup (Zhang et al. 2018); 0 = off")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    crt_epochs: int = Field(0, ge=0, description="cRT second stage (Kang et al. 2020): epochs; 0 = off")
+    crt_lr: float = Field(0.1, gt=0)
     seed: int = 0
 
 
@@ -130,11 +186,6 @@ class ResourcesConfig(Strict):
     max_failures: int = Field(0, ge=0, description="Train worker-group restarts per trial")
 
 
-class MetricsConfig(Strict):
-    many_gt: int = Field(100, ge=0, description="many-shot: more than this many training images")
-    few_lt: int = Field(20, ge=0, description="few-shot: fewer than this many training images")
-
-
 class StudyConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig = DataConfig()
@@ -145,7 +196,14 @@ class StudyConfig(Strict):
     search: SearchConfig = SearchConfig()
     tracking: TrackingConfig = TrackingConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudyConfig":
+        if self.loss.name == "dot_regression" and self.model.head != "etf":
+            raise ValueError("loss.name dot_regression needs model.head etf (it regresses ETF cosines)")
+        if self.train.crt_epochs and self.model.head == "etf":
+            raise ValueError("train.crt_epochs: cRT re-trains a learnable classifier; the etf head is fixed")
+        return self
 
 
 def _describe(error: ValidationError, prefix: str = "") -> str:

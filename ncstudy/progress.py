@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from ray.tune import Callback
 
@@ -30,19 +30,18 @@ def _percent(value: Any) -> str:
 
 
 class StudyProgress(Callback):
-    def __init__(self, planned: int, epochs: int, metric: str, every_s: float = 10.0, stream: TextIO | None = None):
+    def __init__(self, planned: int, epochs: int, metric: str, every_s: float = 10.0):
         self.planned = planned
         self.epochs = epochs
         self.metric = metric
         self.every_s = every_s
-        self.stream = stream or sys.stdout
         self.started = time.monotonic()
         self.last_line: dict[str, float] = {}
         self.ended = 0
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:6.0f}s] {text}", file=self.stream, flush=True)
+        print(f"[{elapsed:6.0f}s] {text}", file=sys.stdout, flush=True)  # looked up now: Tune pickles callbacks
 
     def _eta(self) -> str:
         """From the mean wall time per ended trial (worker start-up included), once one has ended."""

@@ -42,7 +42,8 @@ from ncstudy.config import (
     space_candidates,
     with_params,
 )
-from ncstudy.data.build import build_data
+from ncstudy.data.build import build_data, load_source, source_key
+from ncstudy.data.sources import Source
 from ncstudy.errors import StudyError
 from ncstudy.progress import StudyProgress
 from ncstudy.results import collect, report_markdown, write_parquet, write_text
@@ -119,16 +120,30 @@ def tune_domain(param: SpaceParam) -> Any:
     raise TypeError(f"unknown space entry {param!r}")
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], tracker: StudyTracker, parent_run_id: str, ray_storage: str) -> None:
-    """One trial: the base config with the sampled `params`, trained by a TorchTrainer."""
+def run_trial(
+    params: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    tracker: StudyTracker,
+    parent_run_id: str,
+    ray_storage: str,
+    shared_source: tuple[tuple, list] | None = None,
+) -> None:
+    """One trial: the base config with the sampled `params`, trained by a TorchTrainer.
+
+    `shared_source` is (source key, [object ref]) of the data set the driver decoded once; the ref
+    sits in a list so that Tune hands it over unresolved and the workers read it zero-copy."""
     study = with_params(StudyConfig.model_validate(base), params)
     trial_id = tune.get_context().get_trial_id()
     run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")))
+    loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
+    if shared_source is not None and shared_source[0] == source_key(study.data):
+        loop_config["source"] = shared_source[1]
     res = study.resources
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"study": study.model_dump(mode="json")},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=res.num_workers, use_gpu=res.gpus_per_worker > 0, resources_per_worker=per_worker
         ),
@@ -154,13 +169,13 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool) -> tu
         name=TUNE_EXPERIMENT,
         storage_path=str(paths.ray_storage.resolve()),
         failure_config=tune.FailureConfig(max_failures=0),
-        callbacks=[StudyProgress(study.search.num_samples, study.train.epochs, study.search.metric)],
+        callbacks=[StudyProgress(study.search.num_samples, study.train.epochs + study.train.crt_epochs, study.search.metric)],
         verbose=1 if verbose else 0,
     )
 
 
 def build_tuner(
-    study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, verbose: bool = False
+    study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source, verbose: bool = False
 ) -> tune.Tuner:
     """The Tuner for a fresh study."""
     search = study.search
@@ -173,7 +188,7 @@ def build_tuner(
             storage=optuna.storages.RDBStorage(paths.optuna_storage),
         )
     return tune.Tuner(
-        _trainable(study, paths, tracker, parent_run_id),
+        _trainable(study, paths, tracker, parent_run_id, source),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=search.metric,
@@ -187,14 +202,17 @@ def build_tuner(
 
 
 
-def preflight(study: StudyConfig) -> None:
-    """Build the data for the base config and for every data value the space can produce, so a
-    ratio that empties a class fails here, before anything is written."""
-    build_data(study.data)
+def preflight(study: StudyConfig) -> Source:
+    """Load the data set and cut the splits for the base config and for every data value the space
+    can produce, so a ratio that empties a class fails here, before anything is written."""
+    source = load_source(study.data)
+    build_data(study.data, source)
     for key, param in study.search.space.items():
         if key.startswith("data."):
             for value in space_candidates(param):
-                build_data(with_params(study, {key: value}).data)
+                trial_data = with_params(study, {key: value}).data
+                build_data(trial_data, source if source_key(trial_data) == source_key(study.data) else None)
+    return source
 
 
 @dataclass(frozen=True)
@@ -214,7 +232,8 @@ def _tracker(study: StudyConfig, results: Path) -> StudyTracker:
     )
 
 
-def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str):
+def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source):
+    """run_trial with the study's fixed arguments; the decoded data set goes to the object store once."""
     return tune.with_resources(
         tune.with_parameters(
             run_trial,
@@ -222,6 +241,7 @@ def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, par
             tracker=tracker,
             parent_run_id=parent_run_id,
             ray_storage=str(paths.ray_storage.resolve() / "train"),
+            shared_source=(source_key(study.data), [ray.put(source)]),
         ),
         TRIAL_DRIVER_RESOURCES,
     )
@@ -235,7 +255,7 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
             f"{paths.folder}: a study named {study.name!r} is already there; "
             f"`python -m ncstudy resume {study.name}` continues it, `run --restart` replaces it"
         )
-    preflight(study)
+    source = preflight(study)
     if restart and paths.folder.exists():
         shutil.rmtree(paths.folder)
     paths.folder.mkdir(parents=True, exist_ok=True)
@@ -246,7 +266,7 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
     write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": tracker.uri}), paths.folder / "tracking.json")
     with _closing_on_error(tracker, parent_run_id):
         init_ray(study.resources.address, verbose)
-        tuner = build_tuner(study, paths, tracker, parent_run_id, verbose)
+        tuner = build_tuner(study, paths, tracker, parent_run_id, source, verbose)
         return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 
@@ -279,7 +299,7 @@ def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcom
         init_ray(study.resources.address, verbose)
         tuner = tune.Tuner.restore(
             str(paths.tune_experiment),
-            trainable=_trainable(study, paths, tracker, parent_run_id),
+            trainable=_trainable(study, paths, tracker, parent_run_id, load_source(study.data)),
             resume_unfinished=True,
             resume_errored=False,
         )

@@ -1,11 +1,11 @@
 """The per-worker training loop that Ray Train runs for one trial.
 
-One epoch: a seeded permutation of the long-tailed training set (sharded across DDP workers), the
-base loss, and from `regularizer.start_epoch` on lambda_W * L_W + lambda_B * L_B on the pooled
-features (Liu et al., AISTATS 2023, Eq. 6). The learnable class centres have their own SGD whose
-gradient is averaged across workers by hand (they live outside the DDP module) and scaled by
-1 / lambda_W, as in the authors' released code. Every epoch reports validation accuracy by
-frequency group and saves a checkpoint; the last epoch adds test accuracy by group and the
+One epoch: a seeded order of the long-tailed training set (sharded across DDP workers), the base loss
+(re-weighted from the DRW epoch when configured), and from `regularizer.start_epoch` on
+lambda_W * L_W + lambda_B * L_B (+ the centre-loss baseline) on the pooled features (Liu et al.,
+AISTATS 2023, Eq. 6). An optional cRT stage (Kang et al., ICLR 2020) follows: the backbone frozen,
+the classifier re-initialized and trained on class-balanced batches. Every epoch reports validation
+accuracy by frequency group and saves a checkpoint; the last adds test accuracy by group and the
 neural-collapse metrics of the training features. Metrics leave only through `ray.train.report`:
 tracking is the driver's business (see ncstudy.tracking.MlflowReportCallback).
 """
@@ -25,178 +25,279 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ncstudy.config import RegularizerConfig, StudyConfig, TrainConfig
+from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.data.build import StudyData, build_data
-from ncstudy.data.loader import Normalizer, epoch_batches, eval_batches, to_tensors
-from ncstudy.metrics import group_accuracy, neural_collapse, shot_groups
+from ncstudy.data.loader import TensorImages, augmentation, channel_stats, epoch_order, eval_batches, shard_batches
+from ncstudy.losses import build_loss, class_balanced_weights, drw_weights
+from ncstudy.metrics import group_accuracy, neural_collapse
 from ncstudy.models import build_model
-from ncstudy.regularizers import ClassCenters, between_class_loss, within_class_loss
+from ncstudy.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
+from ncstudy.regularizers import NeuralCollapseRegularizer
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 1024
 
 
-def learning_rate(epoch: int, config: TrainConfig) -> float:
-    """Linear warm-up over `warmup_epochs`, then x`gamma` at each milestone (the LDAM-DRW schedule)."""
-    if epoch < config.warmup_epochs:
-        return config.lr * (epoch + 1) / config.warmup_epochs
-    return config.lr * config.gamma ** sum(epoch >= m for m in config.milestones)
-
-
 def regularizer_active(epoch: int, config: RegularizerConfig) -> bool:
     """No regularizer at all before start_epoch (GUIDE.md: the released code's frozen pull is a bug)."""
-    return epoch >= config.start_epoch and (config.lambda_within > 0 or config.lambda_between > 0)
+    weights = (config.lambda_within, config.lambda_between, config.lambda_center)
+    return epoch >= config.start_epoch and any(w > 0 for w in weights)
 
 
 class Evaluation:
-    """Predictions and features of one split, in eval mode, without augmentation."""
+    """Logits and features of one split, in eval mode, without augmentation."""
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, normalize: Normalizer):
+    def __init__(self, model: nn.Module, split: TensorImages, bf16: bool):
         logits, features = [], []
         model.eval()
-        with torch.no_grad():
-            for part in eval_batches(len(images), EVAL_BATCH):
-                out, feat = model(normalize(images[part]))
-                logits.append(out)
-                features.append(feat)
+        with torch.no_grad(), autocast(bf16, split.labels.device):
+            for part in eval_batches(len(split), EVAL_BATCH):
+                out, feat = model(split.batch(part)[0])
+                logits.append(out.float())
+                features.append(feat.float())
         self.logits = torch.cat(logits)
         self.features = torch.cat(features)
 
 
-def evaluate(model: nn.Module, images, labels, normalize, groups, num_classes, split: str) -> dict[str, float]:
+def evaluate(model: nn.Module, split: TensorImages, data: StudyData, name: str, bf16: bool) -> dict[str, float]:
     """Accuracy overall and by group, and the CE loss: val_acc_*, val_loss for "val";
     acc_*, test_loss for "test" (GUIDE.md names the test accuracies acc_all ... acc_few)."""
-    evaluation = Evaluation(model, images, normalize)
+    evaluation = Evaluation(model, split, bf16)
     accuracy = group_accuracy(
-        evaluation.logits.argmax(dim=1).cpu().numpy(), labels.cpu().numpy(), groups, num_classes
+        evaluation.logits.argmax(dim=1).cpu().numpy(), split.labels.cpu().numpy(), data.groups, data.num_classes
     )
-    prefix = "" if split == "test" else f"{split}_"
-    metrics = {f"{prefix}acc_{name}": value for name, value in accuracy.items()}
-    metrics[f"{split}_loss"] = float(F.cross_entropy(evaluation.logits, labels))
+    prefix = "" if name == "test" else f"{name}_"
+    metrics = {f"{prefix}acc_{group}": value for group, value in accuracy.items()}
+    metrics[f"{name}_loss"] = float(F.cross_entropy(evaluation.logits, split.labels))
     return metrics
 
 
-def collapse_metrics(model: nn.Module, images, labels, normalize, num_classes: int) -> dict[str, float]:
-    """NC1-NC4 of the (unaugmented) training features against the linear classifier."""
-    evaluation = Evaluation(model, images, normalize)
+def collapse_metrics(model: nn.Module, split: TensorImages, num_classes: int, bf16: bool) -> dict[str, float]:
+    """NC1-NC4 of the (unaugmented) training features against the classifier."""
+    evaluation = Evaluation(model, split, bf16)
     head = model.classifier
-    return neural_collapse(evaluation.features, labels, num_classes, head.weight, head.bias)
+    return neural_collapse(evaluation.features.cpu(), split.labels.cpu(), num_classes, head.weight.cpu(), None if head.bias is None else head.bias.cpu())
 
 
 class TrialState:
-    """Model, centres and optimizers of one worker, with checkpoint save and restore."""
+    """Model, regularizer, loss and optimizers of one worker, with checkpoint save and restore."""
 
     def __init__(self, config: StudyConfig, data: StudyData, device: torch.device):
         torch.manual_seed(config.train.seed)
+        self.config = config
         self.model = build_model(config.model, data.train.images.shape[1], data.num_classes).to(device)
+        if device.type == "cuda" and config.model.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         generator = torch.Generator().manual_seed(config.train.seed + 1)
-        self.centers = ClassCenters(data.num_classes, config.model.feature_dim, generator).to(device)
+        self.regularizer = NeuralCollapseRegularizer(
+            config.regularizer, data.num_classes, self.model.feature_dim, generator
+        ).to(device)
+        self.loss = build_loss(
+            config.loss.name,
+            data.train_counts,
+            focal_gamma=config.loss.focal_gamma,
+            ldam_max_margin=config.loss.ldam_max_margin,
+            ldam_scale=config.loss.ldam_scale,
+            tau=config.loss.tau,
+        ).to(device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=config.train.lr,
             momentum=config.train.momentum,
             weight_decay=config.train.weight_decay,
         )
-        self.center_optimizer = self.centers.make_optimizer(config.regularizer.center_lr)
+        self.crt_optimizer: torch.optim.Optimizer | None = None
         self.next_epoch = 0
 
+    def class_weights(self, epoch: int, counts: list[int]) -> torch.Tensor | None:
+        """Class-balanced weights from the start, from the DRW epoch, or none (Cao et al. 2019)."""
+        loss = self.config.loss
+        if loss.reweight == "class_balanced":
+            return class_balanced_weights(counts, loss.cb_beta)
+        if loss.reweight == "drw":
+            return drw_weights(counts, epoch, loss.drw_epoch, loss.cb_beta)
+        return None
+
+    def start_crt(self) -> None:
+        """Freeze the backbone, re-initialize the classifier, give it its own optimizer."""
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        head = self.model.classifier
+        head.reset_parameters()
+        for parameter in head.parameters():
+            parameter.requires_grad_(True)
+        self.crt_optimizer = torch.optim.SGD(
+            head.parameters(), lr=self.config.train.crt_lr, momentum=self.config.train.momentum,
+            weight_decay=self.config.train.weight_decay,
+        )  # fmt: skip
+
     def state_dict(self, epoch: int) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
-            "centers": self.centers.state_dict(),
+            "regularizer": self.regularizer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "center_optimizer": self.center_optimizer.state_dict(),
             "next_epoch": epoch + 1,
         }
+        if self.regularizer.optimizer is not None:
+            state["center_optimizer"] = self.regularizer.optimizer.state_dict()
+        if self.crt_optimizer is not None:
+            state["crt_optimizer"] = self.crt_optimizer.state_dict()
+        return state
 
     def restore(self, checkpoint: ray.train.Checkpoint) -> None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
         self.model.load_state_dict(state["model"])
-        self.centers.load_state_dict(state["centers"])
+        self.regularizer.load_state_dict(state["regularizer"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.center_optimizer.load_state_dict(state["center_optimizer"])
+        if "center_optimizer" in state:
+            self.regularizer.optimizer.load_state_dict(state["center_optimizer"])
+        if "crt_optimizer" in state:
+            model_state = self.model.classifier.state_dict()
+            self.start_crt()
+            self.model.classifier.load_state_dict(model_state)
+            self.crt_optimizer.load_state_dict(state["crt_optimizer"])
         self.next_epoch = int(state["next_epoch"])
 
 
+def supervised_loss(loss: nn.Module, logits: torch.Tensor, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:
+    if mix is None:
+        return loss(logits, labels)
+    return mix.lam * loss(logits, labels) + (1 - mix.lam) * loss(logits, mix.labels_b(labels))
+
+
+class Batches:
+    """This worker's augmented training batches of one epoch."""
+
+    def __init__(self, config: StudyConfig, train: TensorImages, data: StudyData, epoch: int, rank: int, world_size: int, sampler: str):
+        self.config, self.train, self.data, self.epoch = config, train, data, epoch
+        self.rank, self.world_size = rank, world_size
+        self.order = epoch_order(data.train.labels, config.train.seed, epoch, sampler)
+
+    def __iter__(self):
+        seed = self.config.train.seed
+        for number, index in shard_batches(self.order, self.config.train.batch_size, self.rank, self.world_size):
+            generator = augmentation(seed, self.epoch, number * self.world_size + self.rank, self.data.augment)
+            images, labels = self.train.batch(index.to(self.train.labels.device), generator)
+            yield number, images, labels
+
+
 def train_epoch(
-    epoch: int,
-    config: StudyConfig,
-    model: nn.Module,
-    state: TrialState,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    normalize: Normalizer,
-    rank: int,
-    world_size: int,
-) -> dict[str, float]:
-    """One pass over this worker's shard; returns the mean loss terms (this worker's)."""
-    reg = config.regularizer
-    use_regularizer = regularizer_active(epoch, reg)
+    epoch: int, config: StudyConfig, model: nn.Module, state: TrialState, train: TensorImages, data: StudyData,
+    rank: int, world_size: int,
+) -> dict[str, float]:  # fmt: skip
+    """One main-stage pass over this worker's shard; returns the mean loss terms (this worker's)."""
+    device = train.labels.device
+    bf16 = use_bf16(config.train, device)
+    use_regularizer = regularizer_active(epoch, config.regularizer)
     lr = learning_rate(epoch, config.train)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
+    if hasattr(state.loss, "weight"):
+        weight = state.class_weights(epoch, data.train_counts)
+        state.loss.weight = None if weight is None else weight.to(device)
     model.train()
-    totals = torch.zeros(4, dtype=torch.float64)
+    names = ("train_loss", "loss_sup", "loss_within", "loss_between", "loss_center")
+    totals = torch.zeros(len(names), dtype=torch.float64)
     batches = 0
-    for index in epoch_batches(len(train_y), config.train.batch_size, config.train.seed, epoch, rank, world_size):
-        images, labels = normalize(train_x[index]), train_y[index]
-        logits, features = model(images)
-        loss_sup = F.cross_entropy(logits, labels)
+    for number, images, labels in Batches(config, train, data, epoch, rank, world_size, config.data.sampler):
+        mix = draw_mix(config.train.mixup_alpha, len(labels), config.train.seed, epoch, number * world_size + rank, device)
+        if mix is not None:
+            images = mix.images(images)
+        if device.type == "cuda" and config.model.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(bf16, device):
+            logits, features = model(images)
+        logits, features = logits.float(), features.float()
+        loss_sup = supervised_loss(state.loss, logits, labels, mix)
         loss = loss_sup
-        loss_within = loss_between = torch.zeros((), device=logits.device)
+        zero = loss_sup.new_zeros(())
+        terms = {"loss_within": zero, "loss_between": zero, "loss_center": zero}
         if use_regularizer:
-            centers = state.centers.centers
-            loss_within = within_class_loss(features, labels, centers)
-            loss_between = between_class_loss(centers, reg.temperature)
-            loss = loss + reg.lambda_within * loss_within + reg.lambda_between * loss_between
+            terms = state.regularizer(features, labels if mix is None else mix.dominant(labels))
+            loss = loss + state.regularizer.weighted(terms)
         state.optimizer.zero_grad(set_to_none=True)
-        state.center_optimizer.zero_grad(set_to_none=True)
+        state.regularizer.zero_grad()
         loss.backward()
+        if config.train.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
         state.optimizer.step()
         if use_regularizer:
-            grad = state.centers.centers.grad
-            if world_size > 1 and grad is not None:
-                dist.all_reduce(grad)
-                grad.div_(world_size)
-            state.centers.scale_gradient(reg.lambda_within)
-            state.center_optimizer.step()
-        totals += torch.stack([loss.detach(), loss_sup.detach(), loss_within.detach(), loss_between.detach()]).double().cpu()
+            state.regularizer.step(world_size)
+        values = [loss, loss_sup, terms["loss_within"], terms["loss_between"], terms["loss_center"]]
+        totals += torch.stack([v.detach().float() for v in values]).double().cpu()
         batches += 1
-    mean = (totals / max(batches, 1)).tolist()
-    return {"lr": lr, "train_loss": mean[0], "loss_sup": mean[1], "loss_within": mean[2], "loss_between": mean[3]}
+    return {"lr": lr, **dict(zip(names, (totals / max(batches, 1)).tolist()))}
+
+
+def crt_epoch(
+    stage_epoch: int, config: StudyConfig, state: TrialState, train: TensorImages, data: StudyData,
+    rank: int, world_size: int,
+) -> dict[str, float]:  # fmt: skip
+    """One cRT epoch: class-balanced batches, frozen (eval-mode) backbone, only the classifier learns;
+    its gradient is averaged across workers by hand (it is trained outside the DDP wrapper)."""
+    device = train.labels.device
+    bf16 = use_bf16(config.train, device)
+    lr = crt_learning_rate(stage_epoch, config.train)
+    for group in state.crt_optimizer.param_groups:
+        group["lr"] = lr
+    model = state.model
+    model.eval()
+    head = model.classifier
+    total, batches = 0.0, 0
+    for _, images, labels in Batches(config, train, data, config.train.epochs + stage_epoch, rank, world_size, "class_balanced"):
+        with torch.no_grad(), autocast(bf16, device):
+            _, features = model(images)
+        loss = F.cross_entropy(head(features.float()), labels)
+        state.crt_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if world_size > 1:
+            for parameter in head.parameters():
+                dist.all_reduce(parameter.grad)
+                parameter.grad.div_(world_size)
+        state.crt_optimizer.step()
+        total += float(loss.detach())
+        batches += 1
+    return {"lr": lr, "train_loss": total / max(batches, 1), "loss_sup": total / max(batches, 1)}
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point: `loop_config["study"]` is the trial's resolved config as a dict."""
+    """Ray Train entry point: `loop_config["study"]` is the trial's resolved config as a dict;
+    `loop_config["source"]`, when present, is an object-store reference to the decoded data set,
+    shared by every trial on the node instead of decoded (and held) once per trial."""
     config = StudyConfig.model_validate(loop_config["study"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    bf16 = use_bf16(config.train, device)
 
-    data = build_data(config.data)
-    groups = shot_groups(data.train_counts, config.metrics.many_gt, config.metrics.few_lt)
-    train_x, train_y = to_tensors(data.train, device)
-    val_x, val_y = to_tensors(data.val, device)
-    normalize = Normalizer(train_x)
+    source_ref = loop_config.get("source")
+    data = build_data(config.data, ray.get(source_ref[0]) if source_ref else None)
+    mean, std = channel_stats(data.train)
+    train, val = TensorImages(data.train, device, mean, std), TensorImages(data.val, device, mean, std)
 
     state = TrialState(config, data, device)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         state.restore(checkpoint)
-    model = ray.train.torch.prepare_model(state.model) if world_size > 1 else state.model
+    model = ray.train.torch.prepare_model(state.model, move_to_device=False) if world_size > 1 else state.model
 
     static = {"data_fingerprint": data.fingerprint, "num_train": len(data.train), "world_size": world_size}
-    static.update({f"classes_{name}": len(members) for name, members in groups.items()})
-    for epoch in range(state.next_epoch, config.train.epochs):
+    static.update({f"classes_{name}": len(members) for name, members in data.groups.items()})
+    total_epochs = config.train.epochs + config.train.crt_epochs
+    for epoch in range(state.next_epoch, total_epochs):
         started = time.perf_counter()
         metrics: dict[str, Any] = {"epoch": epoch, **static}
-        metrics.update(train_epoch(epoch, config, model, state, train_x, train_y, normalize, rank, world_size))
-        metrics.update(evaluate(state.model, val_x, val_y, normalize, groups, data.num_classes, "val"))
-        if epoch == config.train.epochs - 1:
-            test_x, test_y = to_tensors(data.test, device)
-            metrics.update(evaluate(state.model, test_x, test_y, normalize, groups, data.num_classes, "test"))
-            metrics.update(collapse_metrics(state.model, train_x, train_y, normalize, data.num_classes))
+        if epoch < config.train.epochs:
+            metrics.update(train_epoch(epoch, config, model, state, train, data, rank, world_size))
+        else:
+            if state.crt_optimizer is None:
+                state.start_crt()
+            metrics.update(crt_epoch(epoch - config.train.epochs, config, state, train, data, rank, world_size))
+        metrics.update(evaluate(state.model, val, data, "val", bf16))
+        if epoch == total_epochs - 1:
+            metrics.update(evaluate(state.model, TensorImages(data.test, device, mean, std), data, "test", bf16))
+            metrics.update(collapse_metrics(state.model, train, data.num_classes, bf16))
         metrics["epoch_time_s"] = time.perf_counter() - started
         if not all(math.isfinite(v) for k, v in metrics.items() if k.endswith("loss") and isinstance(v, float)):
             raise FloatingPointError(f"non-finite loss at epoch {epoch}: {metrics}")
@@ -211,4 +312,3 @@ def report(metrics: dict[str, Any], state: TrialState, epoch: int, rank: int) ->
     with tempfile.TemporaryDirectory() as folder:
         torch.save(state.state_dict(epoch), Path(folder) / CHECKPOINT_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-

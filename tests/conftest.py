@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+CIFAR_PARQUET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 
 # Fail fast instead of hanging when a worker group cannot be scheduled.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
@@ -27,3 +30,11 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cifar_parquet(tmp_path_factory):
+    """(folder of the real CIFAR-10 Parquet tables, a decode cache shared by the session); skip if absent."""
+    if not (CIFAR_PARQUET / "train.parquet").exists():
+        pytest.skip(f"CIFAR-10 Parquet tables not found at {CIFAR_PARQUET}")
+    return CIFAR_PARQUET, tmp_path_factory.mktemp("decoded")

@@ -4,14 +4,14 @@ import pytest
 from ncstudy.config import DataConfig
 from ncstudy.data.build import build_data
 from ncstudy.data.longtail import class_counts
+from ncstudy.data.sources import load_digits_source
 from ncstudy.errors import StudyError
 
 
 def test_digits_splits_are_long_tailed_balanced_and_disjoint():
-    config = DataConfig(dataset="digits", imbalance={"ratio": 10}, test_per_class=50, val_per_class=20, seed=3)
+    config = DataConfig(dataset="digits", imbalance={"ratio": 10, "n_max": 100}, val_per_class=20, seed=3)
     data = build_data(config)
-    n_max = data.train_counts[0]
-    assert data.train_counts == class_counts(n_max, 10, 10)
+    assert data.train_counts == class_counts(100, 10, 10)
     assert np.bincount(data.train.labels, minlength=10).tolist() == data.train_counts
     assert np.bincount(data.val.labels, minlength=10).tolist() == [20] * 10
     assert np.bincount(data.test.labels, minlength=10).tolist() == [50] * 10
@@ -31,3 +31,12 @@ def test_data_seed_changes_the_subset_but_not_its_shape():
 def test_too_large_n_max_names_the_key():
     with pytest.raises(StudyError, match="data.imbalance.n_max"):
         build_data(DataConfig(imbalance={"ratio": 10, "n_max": 500}))
+
+
+def test_default_n_max_is_the_smallest_pool_and_digits_are_not_augmented():
+    config = DataConfig(imbalance={"ratio": 10})
+    data = build_data(config)
+    pool = load_digits_source(config.test_per_class, config.seed).pool
+    assert data.train_counts[0] == np.bincount(pool.labels).min()
+    assert data.augment is False
+    assert data.groups == {"many": [0, 1, 2], "medium": [3, 4, 5, 6], "few": [7, 8, 9]}

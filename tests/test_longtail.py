@@ -45,7 +45,10 @@ def test_selection_is_exact_disjoint_and_seeded():
     assert other.fingerprint() != split.fingerprint()
 
 
-def test_selection_refuses_a_pool_that_is_too_small():
+def test_selection_refuses_a_pool_that_is_too_small_and_shortens_val_of_used_up_classes():
     labels = np.repeat(np.arange(2), 10)
     with pytest.raises(ValueError, match="class 0"):
-        select_long_tailed(labels, [8, 2], val_per_class=3, seed=0)
+        select_long_tailed(labels, [11, 2], val_per_class=3, seed=0)
+    split = select_long_tailed(labels, [9, 2], val_per_class=3, seed=0)
+    assert np.bincount(labels[split.val], minlength=2).tolist() == [1, 3]
+    assert not set(split.train) & set(split.val)

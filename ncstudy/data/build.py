@@ -1,19 +1,32 @@
-"""Assemble a study's data: source -> long-tailed training subset + balanced validation + test.
+"""Assemble a study's data: source -> long-tailed training subset + validation + test, and groups.
 
-The validation images are drawn from the pool images that the long-tailed subset did not use
-(GUIDE.md, "Outputs"), so the search objective never touches the test set.
+The long-tailed subset is the benchmark's exact profile (`class_counts`, n_max = the smallest class's
+pool by default: 5,000 for CIFAR-10, 500 for CIFAR-100). Validation images are drawn from the pool
+images the subset did not use (GUIDE.md, "Outputs"), so the objective never touches the test set and
+never sees a training image; a class whose pool the subset used up entirely (CIFAR-10-LT's head class
+at n_max 5,000) gets fewer or no validation images, which `describe` and the trial report show. Set
+`data.imbalance.n_max` lower to keep every class in validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ncstudy.config import DataConfig
+from ncstudy.data.cache import default_cache_dir
 from ncstudy.data.longtail import class_counts, select_long_tailed
-from ncstudy.data.sources import LabelledImages, load_digits_split
+from ncstudy.data.sources import (
+    LabelledImages,
+    Source,
+    load_cifar_source,
+    load_digits_source,
+    load_parquet_source,
+)
 from ncstudy.errors import StudyError
+from ncstudy.metrics import frequency_groups
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,8 @@ class StudyData:
     val: LabelledImages
     test: LabelledImages
     train_counts: list[int]
+    groups: dict[str, list[int]]
+    augment: bool
     fingerprint: str  # hash of the selected train/val indices
 
     @property
@@ -29,35 +44,46 @@ class StudyData:
         return len(self.train.classes)
 
 
-def build_data(config: DataConfig) -> StudyData:
-    """Load the source named in the config and cut the long-tailed, validation and test splits."""
+def source_key(config: DataConfig) -> tuple:
+    """What determines the source arrays: trials with equal keys can share one decoded copy."""
     if config.dataset == "digits":
-        pool, test = load_digits_split(config.test_per_class, config.seed)
-    else:  # the schema admits only the sources above
-        raise StudyError(f"data.dataset: unknown source {config.dataset!r}")
+        return ("digits", config.test_per_class, config.seed)
+    return (config.dataset, config.root, config.cache_dir)
+
+
+def load_source(config: DataConfig) -> Source:
+    if config.dataset == "digits":
+        return load_digits_source(config.test_per_class, config.seed)
+    if config.dataset == "parquet":
+        return load_parquet_source(config.root, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    return load_cifar_source(config.dataset, config.root, config.download)
+
+
+def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
+    """Cut the long-tailed, validation and test splits (from `source` if given, else loaded)."""
+    source = source or load_source(config)
+    pool = source.pool
     num_classes = len(pool.classes)
     per_class_pool = np.bincount(pool.labels, minlength=num_classes)
-    largest_possible = int(per_class_pool.min()) - config.val_per_class
-    n_max = config.imbalance.n_max or largest_possible
-    if n_max > largest_possible:
+    n_max = config.imbalance.n_max or int(per_class_pool.min())
+    if n_max > per_class_pool.min():
         raise StudyError(
-            f"data.imbalance.n_max: {n_max} plus data.val_per_class {config.val_per_class} exceeds the "
-            f"{int(per_class_pool.min())} pool images of the smallest class"
+            f"data.imbalance.n_max: {n_max} is more than the {int(per_class_pool.min())} pool images of class "
+            f"{int(per_class_pool.argmin())}"
         )
-    if n_max < 1:
-        raise StudyError(f"data.val_per_class: {config.val_per_class} leaves no training images")
     counts = class_counts(
         n_max, num_classes, config.imbalance.ratio, config.imbalance.profile, config.imbalance.minority_fraction
     )
     if min(counts) < 1:
-        raise StudyError(
-            f"data.imbalance.ratio: {config.imbalance.ratio} leaves a class with no images at n_max {n_max}"
-        )
+        raise StudyError(f"data.imbalance.ratio: {config.imbalance.ratio} leaves a class with no images at n_max {n_max}")
     split = select_long_tailed(pool.labels, counts, config.val_per_class, config.seed)
+    augment = config.augment if config.augment is not None else pool.images.shape[1:] == (3, 32, 32)
     return StudyData(
         train=pool.subset(split.train),
         val=pool.subset(split.val),
-        test=test,
+        test=source.test,
         train_counts=counts,
+        groups=frequency_groups(counts, config.shot_split),
+        augment=augment,
         fingerprint=split.fingerprint(),
     )

@@ -1,58 +1,94 @@
-"""Tensor-resident batches: the data set is converted to a float tensor once and batched by index.
+"""Tensor-resident batches: a split is held as one uint8 tensor (on the GPU when there is one) and
+batched by index; augmentation (ncstudy.data.augment) and normalization run on whole batches on the
+device, with no per-sample Python and no DataLoader processes.
 
-There is no per-sample Python work and no DataLoader process: an epoch is one seeded permutation,
-sharded across Ray Train workers (rank::world_size) and cut to the same number of batches on every
-worker so DDP stays in lock-step.
+An epoch is one seeded order of the training set, the same on every Ray Train worker, sharded
+rank::world_size and cut to the same number of batches everywhere so DDP stays in lock-step. The
+order is a permutation (instance-balanced sampling) or, for cRT and re-sampling baselines, a
+class-balanced draw: a class uniformly at random, then an image of it (Kang et al., ICLR 2020,
+"Decoupling representation and classifier", ClassAwareSampler).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
+from ncstudy.data.augment import batch_generator, random_crop_flip
 from ncstudy.data.sources import LabelledImages
 
 
-def to_tensors(images: LabelledImages, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 [N, C, H, W] -> float in [0, 1] on `device`, and int64 labels."""
-    x = torch.from_numpy(images.images).to(device=device, dtype=torch.float32).div_(images.max_value)
-    y = torch.from_numpy(images.labels).to(device=device, dtype=torch.long)
-    return x, y
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A torch view of a numpy array; arrays read zero-copy from Ray's object store are read-only,
+    which torch warns about, but nothing here writes to them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(array))
 
 
-class Normalizer:
-    """Per-channel standardization with the training set's statistics."""
+class TensorImages:
+    """One split on a device: uint8 images, int64 labels, and normalized float batches of them."""
 
-    def __init__(self, train_images: torch.Tensor):
-        self.mean = train_images.mean(dim=(0, 2, 3), keepdim=True)
-        self.std = train_images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    def __init__(self, split: LabelledImages, device: torch.device, mean: torch.Tensor, std: torch.Tensor):
+        self.images = _tensor(split.images).to(device)
+        self.labels = _tensor(split.labels).to(device)
+        self.scale = 1.0 / split.max_value
+        self.mean = mean.to(device).view(1, -1, 1, 1)
+        self.std = std.to(device).view(1, -1, 1, 1)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.mean) / self.std
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, index, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (augmented when a generator is given) as normalized float, and their labels."""
+        images = self.images[index]
+        if generator is not None:
+            images = random_crop_flip(images, generator)
+        return (images.float() * self.scale - self.mean) / self.std, self.labels[index]
 
 
-def epoch_batches(
-    num_samples: int,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    rank: int = 0,
-    world_size: int = 1,
-    device: torch.device | None = None,
-) -> Iterator[torch.Tensor]:
-    """Index batches for one training epoch: same permutation on every worker, a disjoint shard each."""
+def channel_stats(split: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a split in [0, 1] units (computed on the long-tailed training set)."""
+    images = _tensor(split.images).float() * (1.0 / split.max_value)
+    return images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+
+def epoch_order(labels: np.ndarray, seed: int, epoch: int, sampler: str = "instance") -> torch.Tensor:
+    """The epoch's sample order, identical on every worker: a permutation, or a class-balanced draw."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(num_samples, generator=generator)
-    per_worker = num_samples // world_size
+    n = len(labels)
+    if sampler == "instance":
+        return torch.randperm(n, generator=generator)
+    if sampler != "class_balanced":
+        raise ValueError(f"unknown sampler {sampler!r}")
+    labels = torch.as_tensor(np.asarray(labels))
+    classes = torch.unique(labels)
+    by_class = [torch.nonzero(labels == c).flatten() for c in classes]
+    sizes = torch.tensor([len(members) for members in by_class])
+    chosen_class = torch.randint(len(classes), (n,), generator=generator)
+    position = (torch.rand(n, generator=generator) * sizes[chosen_class]).long()
+    starts = torch.cumsum(sizes, 0) - sizes
+    return torch.cat(by_class)[starts[chosen_class] + position]
+
+
+def shard_batches(
+    order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(batch number, indices) of this worker's shard: disjoint across ranks, equal length on every rank."""
+    per_worker = len(order) // world_size
     shard = order[rank::world_size][:per_worker]
-    if device is not None:
-        shard = shard.to(device)
-    for start in range(0, per_worker, batch_size):
-        yield shard[start : start + batch_size]
+    for number, start in enumerate(range(0, per_worker, batch_size)):
+        yield number, shard[start : start + batch_size]
 
 
 def eval_batches(num_samples: int, batch_size: int) -> Iterator[slice]:
     """Contiguous slices over a whole evaluation set."""
     for start in range(0, num_samples, batch_size):
         yield slice(start, min(start + batch_size, num_samples))
+
+
+def augmentation(seed: int, epoch: int, batch: int, enabled: bool) -> torch.Generator | None:
+    return batch_generator(seed, epoch, batch) if enabled else None

@@ -5,7 +5,7 @@
 images, the step profile keeps n_max for the first C - round(mu * C) classes and int(n_max / ratio)
 for the rest. Ratio 1 is the balanced set. The selection takes, per class, a seeded random subset of
 the pool (the data seed is separate from the training seed, so the same long-tailed set can be
-trained with many seeds) and leaves the unused pool images for a balanced validation split.
+trained with many seeds) and draws validation images only from the pool images it left unused.
 """
 
 from __future__ import annotations
@@ -63,20 +63,18 @@ class Split:
 def select_long_tailed(
     labels: np.ndarray, counts: list[int], val_per_class: int, seed: int
 ) -> Split:
-    """Pick `counts[k]` training and `val_per_class` validation indices of class k from a labelled pool.
-
-    Validation images come only from the pool images that the long-tailed subset did not draw, so
-    train and val never overlap. Raises ValueError naming the class when the pool is too small.
+    """Pick `counts[k]` training indices of class k from a labelled pool, and up to `val_per_class`
+    validation indices from the pool images the training subset did not draw (fewer where the
+    subset used the class up), so train and val never overlap. Raises ValueError naming the class
+    when the pool holds fewer images than the subset asks for.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     train_parts, val_parts = [], []
     for k, n_train in enumerate(counts):
         pool = np.flatnonzero(labels == k)
-        if n_train + val_per_class > len(pool):
-            raise ValueError(
-                f"class {k} has {len(pool)} pool images, fewer than {n_train} train + {val_per_class} val"
-            )
+        if n_train > len(pool):
+            raise ValueError(f"class {k} has {len(pool)} pool images, fewer than the {n_train} asked for")
         order = rng.permutation(pool)
         train_parts.append(np.sort(order[:n_train]))
         val_parts.append(np.sort(order[n_train : n_train + val_per_class]))

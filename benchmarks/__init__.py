@@ -1,0 +1,1 @@
+"""Benchmarks: each measured claim is a script that prints a table and writes JSON to results/bench/."""
