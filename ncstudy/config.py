@@ -53,8 +53,15 @@ class ShotSplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits", "cifar10", "cifar100", "parquet"] = "digits"
-    root: str | None = Field(None, description="cifar: torchvision root; parquet: folder of train/test.parquet")
+    dataset: Literal["digits", "cifar10", "cifar100", "parquet", "filelist"] = "digits"
+    root: str | None = Field(
+        None, description="cifar: torchvision root; parquet: folder of train/test.parquet; filelist: image root"
+    )
+    train_list: str | None = Field(None, description="filelist: 'path label' lines of the training set")
+    val_list: str | None = Field(None, description="filelist: the validation list")
+    test_list: str | None = Field(None, description="filelist: the test list")
+    image_size: int = Field(224, ge=8, description="filelist: crop size")
+    loader_workers: int = Field(4, ge=0, description="filelist: DataLoader worker processes per Train worker")
     download: bool = Field(False, description="cifar: download through torchvision when missing")
     cache_dir: str | None = Field(None, description="decoded-image cache; None = $NCSTUDY_CACHE or ~/.cache/ncstudy")
     imbalance: ImbalanceConfig = ImbalanceConfig()
@@ -64,6 +71,14 @@ class DataConfig(Strict):
     augment: bool | None = Field(None, description="random crop (pad 4) + flip; None = on for 32x32 colour images")
     sampler: Literal["instance", "class_balanced"] = "instance"
     shot_split: ShotSplitConfig = ShotSplitConfig()
+
+    @model_validator(mode="after")
+    def _lists_for_filelist(self) -> "DataConfig":
+        if self.dataset == "filelist":
+            missing = [k for k in ("root", "train_list", "val_list", "test_list") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"dataset filelist needs {', '.join(missing)}")
+        return self
 
 
 ARCHS = ("digits_cnn", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50", "resnext50_32x4d")

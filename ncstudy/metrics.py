@@ -5,9 +5,15 @@ Groups follow the many/medium/few-shot split of Liu et al. (CVPR 2019, OLTR) and
 20, medium the rest. A group's accuracy is the mean of its classes' accuracies; an empty group is
 NaN (shown as a dash), never 0.
 
+`balanced_accuracy` is the mean per-class recall; `expected_calibration_error` is the ECE of Guo et
+al., "On Calibration of Modern Neural Networks" (ICML 2017), 15 equal-width confidence bins by default,
+and `group_calibration` the same per frequency group.
+
 `neural_collapse` implements NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as ../shared/GUIDE.md
 defines them: class-balanced within-class covariance, the centre mu_C taken as the plain mean of the
-class means, population standard deviations.
+class means, population standard deviations. Its pieces (`between_pinv_factor`, `mean_geometry`,
+`nc4_mismatches`) are shared with the streaming accumulator in ncstudy.nc_stream, so both give the
+same numbers.
 """
 
 from __future__ import annotations
@@ -82,6 +88,92 @@ def group_accuracy(
     return result
 
 
+def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Mean per-class recall over the classes present in `labels` (NaN when there are none)."""
+    per_class = per_class_accuracy(predictions, labels, num_classes)
+    present = per_class[~np.isnan(per_class)]
+    return float(present.mean()) if len(present) else math.nan
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE of Guo et al. (ICML 2017): confidences (max probability) in `bins` equal-width bins
+    (lower, upper] of [0, 1]; sum over bins of |accuracy - mean confidence| * n_bin / N. NaN for N = 0."""
+    probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
+    if len(labels) == 0:
+        return math.nan
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.searchsorted(edges[1:-1], confidence, side="left")
+    gap = np.bincount(which, weights=correct, minlength=bins) - np.bincount(which, weights=confidence, minlength=bins)
+    return float(np.abs(gap).sum() / len(labels))
+
+
+def group_calibration(
+    probabilities: np.ndarray, labels: np.ndarray, groups: dict[str, list[int]], bins: int = 15
+) -> dict[str, float]:
+    """`ece_all` and `ece_<group>`: the ECE of the samples whose true class is in the group (NaN if none)."""
+    probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
+    result = {"ece_all": expected_calibration_error(probabilities, labels, bins)}
+    for name, classes in groups.items():
+        member = np.isin(labels, classes)
+        result[f"ece_{name}"] = expected_calibration_error(probabilities[member], labels[member], bins)
+    return result
+
+
+def between_pinv_factor(centred_means: torch.Tensor) -> torch.Tensor:
+    """F (P x r) with pinv(S_B) = F F^T, S_B = M^T M / K for the K x P centred means M.
+
+    From the SVD M = U diag(s) V^T: pinv(S_B) = K V diag(s)^-2 V^T, cut where torch.linalg.pinv(S_B)
+    cuts (eigenvalue <= P * eps * largest, i.e. s <= sqrt(P * eps) * s_max). Only the K x P SVD is needed,
+    never the P x P one, which matters for P = 2048.
+    """
+    k, p = centred_means.shape
+    _, s, vh = torch.linalg.svd(centred_means, full_matrices=False)
+    keep = s > s.max() * math.sqrt(p * torch.finfo(centred_means.dtype).eps)
+    return vh[keep].t() / s[keep] * math.sqrt(k)
+
+
+def mean_cosines(centred_means: torch.Tensor) -> torch.Tensor:
+    """K x K cosines between the centred class means (kept whole: 8 MB at K = 1000)."""
+    unit = centred_means / centred_means.norm(dim=1, keepdim=True)
+    return unit @ unit.t()
+
+
+def mean_geometry(centred_means: torch.Tensor, weight: torch.Tensor | None = None) -> dict[str, float]:
+    """NC2 (equinorm, equiangle, max-angle), the smallest angle and, with classifier rows `weight`
+    (one per row of `centred_means`), NC3."""
+    k = len(centred_means)
+    norms = centred_means.norm(dim=1)
+    result = {"nc2_equinorm": float(norms.std(unbiased=False) / norms.mean())}
+    pair_cosines = mean_cosines(centred_means)[~torch.eye(k, dtype=torch.bool, device=centred_means.device)]
+    if k > 1:
+        result["nc2_equiangle"] = float(pair_cosines.std(unbiased=False))
+        result["nc2_maxangle"] = float((pair_cosines + 1.0 / (k - 1)).abs().mean())
+        result["min_angle_deg"] = float(torch.rad2deg(torch.arccos(pair_cosines.clamp(-1, 1).max())))
+    else:
+        result.update(nc2_equiangle=math.nan, nc2_maxangle=math.nan, min_angle_deg=math.nan)
+    if weight is not None:
+        w = weight.to(centred_means)
+        result["nc3"] = float((w / w.norm() - centred_means / centred_means.norm()).pow(2).sum())
+    return result
+
+
+def nc4_mismatches(
+    features: torch.Tensor, logits: torch.Tensor, means: torch.Tensor, classes: torch.Tensor | None = None
+) -> tuple[int, int]:
+    """(samples whose classifier argmax differs from their nearest class mean, samples) for one batch.
+
+    `means` are the class means of the whole split (rows for `classes`, default 0..K-1), so NC4 takes a
+    second pass once the means are known; NC4 = the summed mismatches / the summed samples.
+    """
+    h = features.detach().to(torch.float64)
+    nearest = torch.cdist(h, means.detach().to(h)).argmin(dim=1)
+    if classes is not None:
+        nearest = classes.to(nearest.device)[nearest]
+    return int((logits.detach().argmax(dim=1).to(nearest.device) != nearest).sum()), len(h)
+
+
 def neural_collapse(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -92,45 +184,29 @@ def neural_collapse(
     """NC1, NC2 (equinorm, equiangle, max-angle), the smallest angle, and with a classifier NC3, NC4.
 
     Computed in float64 over the classes that have samples. Keys: nc1, nc2_equinorm, nc2_equiangle,
-    nc2_maxangle, min_angle_deg, and nc3, nc4 when `weight` (K x P) is given.
+    nc2_maxangle, min_angle_deg, and nc3, nc4 when `weight` (K x P) is given. NC1 projects the
+    deviations onto pinv(S_B) = F F^T (`between_pinv_factor`): Tr(S_W F F^T) without a P x P matrix.
     """
     h = features.detach().to(torch.float64)
-    y = labels.detach().to(torch.long)
+    y = labels.detach().to(device=h.device, dtype=torch.long)
     counts = torch.bincount(y, minlength=num_classes)
     present = torch.nonzero(counts > 0).flatten()
     k = len(present)
-    sums = torch.zeros(num_classes, h.shape[1], dtype=torch.float64).index_add(0, y, h)
+    sums = torch.zeros(num_classes, h.shape[1], dtype=torch.float64, device=h.device).index_add(0, y, h)
     means = sums[present] / counts[present].unsqueeze(1)
-    centre = means.mean(dim=0)
-    centred_means = means - centre
+    centred_means = means - means.mean(dim=0)
 
-    position = torch.full((num_classes,), -1, dtype=torch.long)
-    position[present] = torch.arange(k)
-    deviation = h - means[position[y]]
-    sample_weight = 1.0 / counts[y].to(torch.float64)
-    within = (deviation * sample_weight.unsqueeze(1)).t() @ deviation / k
-    between = centred_means.t() @ centred_means / k
-    result = {"nc1": float(torch.trace(within @ torch.linalg.pinv(between)) / k)}
-
-    norms = centred_means.norm(dim=1)
-    result["nc2_equinorm"] = float(norms.std(unbiased=False) / norms.mean())
-    unit = centred_means / norms.unsqueeze(1)
-    cosine = unit @ unit.t()
-    off_diagonal = ~torch.eye(k, dtype=torch.bool)
-    pair_cosines = cosine[off_diagonal]
-    if k > 1:
-        result["nc2_equiangle"] = float(pair_cosines.std(unbiased=False))
-        result["nc2_maxangle"] = float((pair_cosines + 1.0 / (k - 1)).abs().mean())
-        result["min_angle_deg"] = float(torch.rad2deg(torch.arccos(pair_cosines.clamp(-1, 1).max())))
-    else:
-        result.update(nc2_equiangle=math.nan, nc2_maxangle=math.nan, min_angle_deg=math.nan)
+    position = torch.full((num_classes,), -1, dtype=torch.long, device=h.device)
+    position[present] = torch.arange(k, device=h.device)
+    projected = (h - means[position[y]]) @ between_pinv_factor(centred_means)
+    nc1 = (projected.pow(2).sum(dim=1) / counts[y]).sum() / k / k
+    result = {"nc1": float(nc1)}
+    result.update(mean_geometry(centred_means, None if weight is None else weight.detach()[present.to(weight.device)]))
 
     if weight is not None:
-        w = weight.detach().to(torch.float64)[present]
-        result["nc3"] = float((w / w.norm() - centred_means / centred_means.norm()).pow(2).sum())
-        logits = h @ weight.detach().to(torch.float64).t()
+        logits = h @ weight.detach().to(h).t()
         if bias is not None:
-            logits = logits + bias.detach().to(torch.float64)
-        nearest_mean = present[torch.cdist(h, means).argmin(dim=1)]
-        result["nc4"] = float((logits.argmax(dim=1) != nearest_mean).to(torch.float64).mean())
+            logits = logits + bias.detach().to(h)
+        mismatches, n = nc4_mismatches(h, logits, means, present)
+        result["nc4"] = mismatches / n
     return result

@@ -88,10 +88,11 @@ class StudyPaths:
         return f"sqlite:///{(self.folder / 'optuna.db').resolve()}"
 
 
-def init_ray(address: str | None, verbose: bool = False) -> None:
-    """Join the configured or a running cluster; else start a local Ray sized to this machine."""
+def init_ray(address: str | None, verbose: bool = False) -> bool:
+    """Join the configured or a running cluster; else start a local Ray sized to this machine.
+    Returns True when the cluster may grow (an existing cluster, possibly autoscaling)."""
     if ray.is_initialized():
-        return
+        return False
     quiet = {
         "logging_level": logging.INFO if verbose else logging.WARNING,
         "log_to_driver": verbose,
@@ -100,11 +101,32 @@ def init_ray(address: str | None, verbose: bool = False) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **quiet)
-        return
+        return True
     try:
         ray.init(address="auto", **quiet)
+        return True
     except ConnectionError:
         ray.init(num_cpus=os.cpu_count(), **quiet)
+        return False
+
+
+def check_resources(study: StudyConfig, may_grow: bool) -> None:
+    """Refuse a trial that can never be scheduled here, instead of waiting for it forever."""
+    res = study.resources
+    need = {"CPU": res.num_workers * res.cpus_per_worker, "GPU": res.num_workers * res.gpus_per_worker}
+    have = ray.cluster_resources()
+    lacking = [kind for kind, amount in need.items() if amount > have.get(kind, 0.0) + 1e-9]
+    if not lacking:
+        return
+    message = (
+        f"resources: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU (num_workers x per-worker), "
+        f"the Ray cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
+    )
+    if may_grow:
+        print(f"warning: {message}; waiting for the autoscaler to add nodes", flush=True)
+        return
+    hint = "--set resources.gpus_per_worker=0" if "GPU" in lacking else "lower resources.cpus_per_worker or num_workers"
+    raise StudyError(f"{message}; {hint}")
 
 
 def tune_domain(param: SpaceParam) -> Any:
@@ -256,6 +278,7 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
             f"`python -m ncstudy resume {study.name}` continues it, `run --restart` replaces it"
         )
     source = preflight(study)
+    check_resources(study, init_ray(study.resources.address, verbose))
     if restart and paths.folder.exists():
         shutil.rmtree(paths.folder)
     paths.folder.mkdir(parents=True, exist_ok=True)
@@ -265,7 +288,6 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
     parent_run_id = tracker.start_study(study.name, study.model_dump(mode="json"), paths.config_file)
     write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": tracker.uri}), paths.folder / "tracking.json")
     with _closing_on_error(tracker, parent_run_id):
-        init_ray(study.resources.address, verbose)
         tuner = build_tuner(study, paths, tracker, parent_run_id, source, verbose)
         return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
@@ -296,7 +318,7 @@ def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcom
     parent_run_id = saved["parent_run_id"]
     tracker.client.update_run(parent_run_id, status="RUNNING")
     with _closing_on_error(tracker, parent_run_id):
-        init_ray(study.resources.address, verbose)
+        check_resources(study, init_ray(study.resources.address, verbose))
         tuner = tune.Tuner.restore(
             str(paths.tune_experiment),
             trainable=_trainable(study, paths, tracker, parent_run_id, load_source(study.data)),

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
-from ncstudy.data.build import StudyData, build_data
-from ncstudy.data.loader import TensorImages, augmentation, channel_stats, epoch_order, eval_batches, shard_batches
+from ncstudy.data.build import StudyData, build_data, device_splits
+from ncstudy.data.loader import DeviceSplit, epoch_order
 from ncstudy.losses import build_loss, class_balanced_weights, drw_weights
 from ncstudy.metrics import group_accuracy, neural_collapse
 from ncstudy.models import build_model
@@ -47,19 +47,19 @@ def regularizer_active(epoch: int, config: RegularizerConfig) -> bool:
 class Evaluation:
     """Logits and features of one split, in eval mode, without augmentation."""
 
-    def __init__(self, model: nn.Module, split: TensorImages, bf16: bool):
+    def __init__(self, model: nn.Module, split: DeviceSplit, bf16: bool):
         logits, features = [], []
         model.eval()
         with torch.no_grad(), autocast(bf16, split.labels.device):
-            for part in eval_batches(len(split), EVAL_BATCH):
-                out, feat = model(split.batch(part)[0])
+            for images, _ in split.eval_batches(EVAL_BATCH):
+                out, feat = model(images)
                 logits.append(out.float())
                 features.append(feat.float())
         self.logits = torch.cat(logits)
         self.features = torch.cat(features)
 
 
-def evaluate(model: nn.Module, split: TensorImages, data: StudyData, name: str, bf16: bool) -> dict[str, float]:
+def evaluate(model: nn.Module, split: DeviceSplit, data: StudyData, name: str, bf16: bool) -> dict[str, float]:
     """Accuracy overall and by group, and the CE loss: val_acc_*, val_loss for "val";
     acc_*, test_loss for "test" (GUIDE.md names the test accuracies acc_all ... acc_few)."""
     evaluation = Evaluation(model, split, bf16)
@@ -72,7 +72,7 @@ def evaluate(model: nn.Module, split: TensorImages, data: StudyData, name: str, 
     return metrics
 
 
-def collapse_metrics(model: nn.Module, split: TensorImages, num_classes: int, bf16: bool) -> dict[str, float]:
+def collapse_metrics(model: nn.Module, split: DeviceSplit, num_classes: int, bf16: bool) -> dict[str, float]:
     """NC1-NC4 of the (unaugmented) training features against the classifier."""
     evaluation = Evaluation(model, split, bf16)
     head = model.classifier
@@ -85,7 +85,7 @@ class TrialState:
     def __init__(self, config: StudyConfig, data: StudyData, device: torch.device):
         torch.manual_seed(config.train.seed)
         self.config = config
-        self.model = build_model(config.model, data.train.images.shape[1], data.num_classes).to(device)
+        self.model = build_model(config.model, data.in_channels, data.num_classes).to(device)
         if device.type == "cuda" and config.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         generator = torch.Generator().manual_seed(config.train.seed + 1)
@@ -166,24 +166,8 @@ def supervised_loss(loss: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
     return mix.lam * loss(logits, labels) + (1 - mix.lam) * loss(logits, mix.labels_b(labels))
 
 
-class Batches:
-    """This worker's augmented training batches of one epoch."""
-
-    def __init__(self, config: StudyConfig, train: TensorImages, data: StudyData, epoch: int, rank: int, world_size: int, sampler: str):
-        self.config, self.train, self.data, self.epoch = config, train, data, epoch
-        self.rank, self.world_size = rank, world_size
-        self.order = epoch_order(data.train.labels, config.train.seed, epoch, sampler)
-
-    def __iter__(self):
-        seed = self.config.train.seed
-        for number, index in shard_batches(self.order, self.config.train.batch_size, self.rank, self.world_size):
-            generator = augmentation(seed, self.epoch, number * self.world_size + self.rank, self.data.augment)
-            images, labels = self.train.batch(index.to(self.train.labels.device), generator)
-            yield number, images, labels
-
-
 def train_epoch(
-    epoch: int, config: StudyConfig, model: nn.Module, state: TrialState, train: TensorImages, data: StudyData,
+    epoch: int, config: StudyConfig, model: nn.Module, state: TrialState, train: DeviceSplit, data: StudyData,
     rank: int, world_size: int,
 ) -> dict[str, float]:  # fmt: skip
     """One main-stage pass over this worker's shard; returns the mean loss terms (this worker's)."""
@@ -199,8 +183,10 @@ def train_epoch(
     model.train()
     names = ("train_loss", "loss_sup", "loss_within", "loss_between", "loss_center")
     totals = torch.zeros(len(names), dtype=torch.float64)
-    batches = 0
-    for number, images, labels in Batches(config, train, data, epoch, rank, world_size, config.data.sampler):
+    seen = 0
+    order = epoch_order(data.train.labels, config.train.seed, epoch, config.data.sampler)
+    batches = train.train_batches(order, config.train.batch_size, rank, world_size, config.train.seed, epoch, data.augment)
+    for number, images, labels in batches:
         mix = draw_mix(config.train.mixup_alpha, len(labels), config.train.seed, epoch, number * world_size + rank, device)
         if mix is not None:
             images = mix.images(images)
@@ -226,12 +212,12 @@ def train_epoch(
             state.regularizer.step(world_size)
         values = [loss, loss_sup, terms["loss_within"], terms["loss_between"], terms["loss_center"]]
         totals += torch.stack([v.detach().float() for v in values]).double().cpu()
-        batches += 1
-    return {"lr": lr, **dict(zip(names, (totals / max(batches, 1)).tolist()))}
+        seen += 1
+    return {"lr": lr, **dict(zip(names, (totals / max(seen, 1)).tolist()))}
 
 
 def crt_epoch(
-    stage_epoch: int, config: StudyConfig, state: TrialState, train: TensorImages, data: StudyData,
+    stage_epoch: int, config: StudyConfig, state: TrialState, train: DeviceSplit, data: StudyData,
     rank: int, world_size: int,
 ) -> dict[str, float]:  # fmt: skip
     """One cRT epoch: class-balanced batches, frozen (eval-mode) backbone, only the classifier learns;
@@ -245,7 +231,9 @@ def crt_epoch(
     model.eval()
     head = model.classifier
     total, batches = 0.0, 0
-    for _, images, labels in Batches(config, train, data, config.train.epochs + stage_epoch, rank, world_size, "class_balanced"):
+    epoch = config.train.epochs + stage_epoch
+    order = epoch_order(data.train.labels, config.train.seed, epoch, "class_balanced")
+    for _, images, labels in train.train_batches(order, config.train.batch_size, rank, world_size, config.train.seed, epoch, data.augment):
         with torch.no_grad(), autocast(bf16, device):
             _, features = model(images)
         loss = F.cross_entropy(head(features.float()), labels)
@@ -273,8 +261,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     source_ref = loop_config.get("source")
     data = build_data(config.data, ray.get(source_ref[0]) if source_ref else None)
-    mean, std = channel_stats(data.train)
-    train, val = TensorImages(data.train, device, mean, std), TensorImages(data.val, device, mean, std)
+    train, val, test = device_splits(data, config.data, device)
 
     state = TrialState(config, data, device)
     checkpoint = ray.train.get_checkpoint()
@@ -296,7 +283,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics.update(crt_epoch(epoch - config.train.epochs, config, state, train, data, rank, world_size))
         metrics.update(evaluate(state.model, val, data, "val", bf16))
         if epoch == total_epochs - 1:
-            metrics.update(evaluate(state.model, TensorImages(data.test, device, mean, std), data, "test", bf16))
+            metrics.update(evaluate(state.model, test, data, "test", bf16))
             metrics.update(collapse_metrics(state.model, train, data.num_classes, bf16))
         metrics["epoch_time_s"] = time.perf_counter() - started
         if not all(math.isfinite(v) for k, v in metrics.items() if k.endswith("loss") and isinstance(v, float)):

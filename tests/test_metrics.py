@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ncstudy.metrics import group_accuracy, neural_collapse, shot_groups
+from ncstudy.metrics import (
+    balanced_accuracy,
+    expected_calibration_error,
+    group_accuracy,
+    group_calibration,
+    neural_collapse,
+    shot_groups,
+)
 
 
 def test_shot_group_boundaries():
@@ -72,3 +79,52 @@ def test_metrics_match_an_independent_numpy_calculation():
     assert result["min_angle_deg"] == pytest.approx(np.degrees(np.arccos(max(cos))), rel=1e-6)
     assert result["nc3"] == pytest.approx(nc3, rel=1e-6)
     assert result["nc4"] == pytest.approx(np.mean(classifier != ncc))
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_present_classes():
+    labels = np.array([0, 0, 0, 0, 1, 2, 2])
+    predictions = np.array([0, 0, 0, 1, 1, 0, 2])
+    # class 3 never occurs: it does not count
+    assert balanced_accuracy(predictions, labels, 4) == pytest.approx((0.75 + 1.0 + 0.5) / 3)
+    assert math.isnan(balanced_accuracy(np.array([], dtype=int), np.array([], dtype=int), 4))
+
+
+def _guo_ece(probabilities, labels, bins):
+    """The loop of Guo et al.'s released code (temperature_scaling.py, _ECELoss)."""
+    boundaries = np.linspace(0, 1, bins + 1)
+    confidences, predictions = probabilities.max(1), probabilities.argmax(1)
+    accuracies = predictions == labels
+    ece = 0.0
+    for lower, upper in zip(boundaries[:-1], boundaries[1:]):
+        in_bin = (confidences > lower) & (confidences <= upper)
+        if in_bin.mean() > 0:
+            ece += abs(confidences[in_bin].mean() - accuracies[in_bin].mean()) * in_bin.mean()
+    return ece
+
+
+def test_expected_calibration_error_by_hand_and_against_the_reference_loop():
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.3, 0.7], [0.3, 0.7]])
+    labels = np.array([0, 1, 1, 1])
+    # bin (0.8, 0.9]: accuracy 1/2, confidence 0.9; bin (0.6, 0.7]: accuracy 1, confidence 0.7
+    assert expected_calibration_error(probabilities, labels, bins=10) == pytest.approx(0.4 * 2 / 4 + 0.3 * 2 / 4)
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 7)) * 3
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 7, size=500)
+    for bins in (1, 10, 15):
+        assert expected_calibration_error(probabilities, labels, bins) == pytest.approx(_guo_ece(probabilities, labels, bins))
+    assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
+
+
+def test_group_calibration_uses_the_samples_of_each_group_and_nan_when_empty():
+    rng = np.random.default_rng(1)
+    probabilities = rng.dirichlet(np.ones(4), size=200)
+    labels = rng.integers(0, 3, size=200)  # class 3 never occurs
+    groups = {"many": [0], "medium": [], "few": [1, 2, 3]}
+    result = group_calibration(probabilities, labels, groups)
+    assert result["ece_all"] == pytest.approx(_guo_ece(probabilities, labels, 15))
+    assert result["ece_many"] == pytest.approx(_guo_ece(probabilities[labels == 0], labels[labels == 0], 15))
+    few = labels >= 1
+    assert result["ece_few"] == pytest.approx(_guo_ece(probabilities[few], labels[few], 15))
+    assert math.isnan(result["ece_medium"])

@@ -80,3 +80,12 @@ def test_running_the_same_study_again_is_refused(finished_study):
     study, results, _ = finished_study
     with pytest.raises(StudyError, match="resume integration"):
         run_study(study, results)
+
+
+def test_an_unschedulable_trial_is_refused_before_anything_is_written(ray_session, tmp_path):
+    from ncstudy.errors import StudyError
+
+    study = load_study(QUICKSTART, ["name=nogpu", "resources.gpus_per_worker=0.5"])
+    with pytest.raises(StudyError, match="needs 1 CPU and 0.5 GPU.*gpus_per_worker=0"):
+        run_study(study, tmp_path / "results")
+    assert not (tmp_path / "results").exists()

@@ -17,6 +17,8 @@ import numpy as np
 
 from ncstudy.config import DataConfig
 from ncstudy.data.cache import default_cache_dir
+from ncstudy.data.filelist import FileList, StreamingImages, read_list
+from ncstudy.data.loader import TensorImages, channel_stats
 from ncstudy.data.longtail import class_counts, select_long_tailed
 from ncstudy.data.sources import (
     LabelledImages,
@@ -31,9 +33,9 @@ from ncstudy.metrics import frequency_groups
 
 @dataclass(frozen=True)
 class StudyData:
-    train: LabelledImages
-    val: LabelledImages
-    test: LabelledImages
+    train: LabelledImages | FileList
+    val: LabelledImages | FileList
+    test: LabelledImages | FileList
     train_counts: list[int]
     groups: dict[str, list[int]]
     augment: bool
@@ -43,17 +45,32 @@ class StudyData:
     def num_classes(self) -> int:
         return len(self.train.classes)
 
+    @property
+    def in_channels(self) -> int:
+        return 3 if isinstance(self.train, FileList) else self.train.images.shape[1]
+
 
 def source_key(config: DataConfig) -> tuple:
     """What determines the source arrays: trials with equal keys can share one decoded copy."""
     if config.dataset == "digits":
         return ("digits", config.test_per_class, config.seed)
+    if config.dataset == "filelist":
+        return ("filelist", config.root, config.train_list, config.val_list, config.test_list)
     return (config.dataset, config.root, config.cache_dir)
 
 
 def load_source(config: DataConfig) -> Source:
     if config.dataset == "digits":
         return load_digits_source(config.test_per_class, config.seed)
+    if config.dataset == "filelist":
+        root = Path(config.root).expanduser()
+        if not root.is_dir():
+            raise StudyError(f"data.root: {root} is not a folder (the image root of the file lists)")
+        train = read_list(root, Path(config.train_list).expanduser())
+        num_classes = len(train.classes)
+        val = read_list(root, Path(config.val_list).expanduser(), num_classes)
+        test = read_list(root, Path(config.test_list).expanduser(), num_classes)
+        return Source(pool=train, test=test, val=val)
     if config.dataset == "parquet":
         return load_parquet_source(config.root, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     return load_cifar_source(config.dataset, config.root, config.download)
@@ -62,6 +79,8 @@ def load_source(config: DataConfig) -> Source:
 def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
     """Cut the long-tailed, validation and test splits (from `source` if given, else loaded)."""
     source = source or load_source(config)
+    if source.val is not None:
+        return _from_lists(config, source)
     pool = source.pool
     num_classes = len(pool.classes)
     per_class_pool = np.bincount(pool.labels, minlength=num_classes)
@@ -87,3 +106,27 @@ def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
         augment=augment,
         fingerprint=split.fingerprint(),
     )
+
+
+def _from_lists(config: DataConfig, source: Source) -> StudyData:
+    """File lists are already the long-tailed benchmark with its own validation list."""
+    counts = np.bincount(source.pool.labels, minlength=len(source.pool.classes)).tolist()
+    if min(counts) < 1:
+        raise StudyError(f"data.train_list: class {counts.index(0)} has no training image")
+    return StudyData(
+        train=source.pool,
+        val=source.val,
+        test=source.test,
+        train_counts=counts,
+        groups=frequency_groups(counts, config.shot_split),
+        augment=True if config.augment is None else config.augment,
+        fingerprint=source.pool.fingerprint(),
+    )
+
+
+def device_splits(data: StudyData, config: DataConfig, device) -> tuple:
+    """(train, val, test) on the device: tensor-resident for image arrays, streamed for file lists."""
+    if isinstance(data.train, FileList):
+        return tuple(StreamingImages(s, device, config.image_size, config.loader_workers) for s in (data.train, data.val, data.test))
+    mean, std = channel_stats(data.train)
+    return tuple(TensorImages(s, device, mean, std) for s in (data.train, data.val, data.test))

@@ -27,10 +27,13 @@ def describe_text(data: StudyData, config: DataConfig) -> str:
     test = np.bincount(data.test.labels, minlength=data.num_classes)
     group_of = _group_of(data)
     imbalance = config.imbalance
+    where = f"{config.dataset}{f' ({config.root})' if config.root else ''}"
+    if config.dataset == "filelist":
+        shape = f"the lists define the splits (imbalance {max(data.train_counts) / min(data.train_counts):.0f})"
+    else:
+        shape = f"{imbalance.profile} profile, ratio {imbalance.ratio:g}, n_max {max(data.train_counts)}, data seed {config.seed}"
     lines = [
-        f"{config.dataset}{f' ({config.root})' if config.root else ''}: {imbalance.profile} profile, ratio "
-        f"{imbalance.ratio:g}, n_max {data.train_counts[0] if imbalance.profile == 'exp' else max(data.train_counts)}, "
-        f"data seed {config.seed}, split fingerprint {data.fingerprint}",
+        f"{where}: {shape}, split fingerprint {data.fingerprint}",
         "",
         f"{'class':<14}{'train':>7}{'val':>6}{'test':>7}  {'group':<7}profile",
     ]

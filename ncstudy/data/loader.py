@@ -2,6 +2,10 @@
 batched by index; augmentation (ncstudy.data.augment) and normalization run on whole batches on the
 device, with no per-sample Python and no DataLoader processes.
 
+Large image sets (ImageNet-LT, iNaturalist, Places-LT) cannot be held this way; they stream from
+disk through ncstudy.data.filelist.StreamingImages, which offers the same `train_batches` /
+`eval_batches` / `labels` interface.
+
 An epoch is one seeded order of the training set, the same on every Ray Train worker, sharded
 rank::world_size and cut to the same number of batches everywhere so DDP stays in lock-step. The
 order is a permutation (instance-balanced sampling) or, for cRT and re-sampling baselines, a
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,6 +32,24 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(np.asarray(array))
+
+
+class DeviceSplit(Protocol):
+    """What the training loop needs of a split: TensorImages here, or filelist.StreamingImages."""
+
+    labels: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    def train_batches(
+        self, order: torch.Tensor, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, augment: bool
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]: ...
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def augmentation(seed: int, epoch: int, batch: int, enabled: bool) -> torch.Generator | None:
+    return batch_generator(seed, epoch, batch) if enabled else None
 
 
 class TensorImages:
@@ -48,6 +71,18 @@ class TensorImages:
         if generator is not None:
             images = random_crop_flip(images, generator)
         return (images.float() * self.scale - self.mean) / self.std, self.labels[index]
+
+    def train_batches(
+        self, order: torch.Tensor, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, augment: bool
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(batch number, images, labels) of this worker's shard of `order`, augmented on the device."""
+        for number, index in shard_batches(order, batch_size, rank, world_size):
+            generator = augmentation(seed, epoch, number * world_size + rank, augment)
+            yield (number, *self.batch(index.to(self.labels.device), generator))
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for part in eval_batches(len(self), batch_size):
+            yield self.batch(part)
 
 
 def channel_stats(split: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,5 +125,3 @@ def eval_batches(num_samples: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, num_samples))
 
 
-def augmentation(seed: int, epoch: int, batch: int, enabled: bool) -> torch.Generator | None:
-    return batch_generator(seed, epoch, batch) if enabled else None

@@ -14,8 +14,10 @@ Decoded tables are cached by content (ncstudy.data.cache).
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,10 +46,12 @@ class LabelledImages:
 
 @dataclass(frozen=True)
 class Source:
-    """A balanced training pool (from which the long-tailed subset and validation are drawn) and a test set."""
+    """A balanced training pool (from which the long-tailed subset and validation are drawn) and a
+    test set; or, for file lists, the ready long-tailed training list with its own val list."""
 
-    pool: LabelledImages
-    test: LabelledImages
+    pool: Any
+    test: Any
+    val: Any = None
 
 
 def _labelled(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], max_value: float) -> LabelledImages:
@@ -143,14 +147,17 @@ def load_cifar_source(name: str, root: str | None, download: bool) -> Source:
 
     dataset_class = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
     folder = Path(root or "data").expanduser()
+    created = not folder.exists()
     splits = []
     for train in (True, False):
         try:
             dataset = dataset_class(str(folder), train=train, download=download)
-        except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
-            hint = "set data.download: true (needs internet)" if not download else "the download failed"
-            raise StudyError(f"data.root: {name} not found under {folder} ({error}); {hint}") from None
-        except OSError as error:  # a download without network
+        except (RuntimeError, OSError) as error:  # not found / corrupted, or a download without network
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)  # leave nothing half-written behind
+            if isinstance(error, RuntimeError):
+                hint = "set data.download: true (needs internet)" if not download else "the download failed"
+                raise StudyError(f"data.root: {name} not found under {folder} ({error}); {hint}") from None
             raise StudyError(f"data.download: could not download {name} into {folder}: {error}") from None
         images = np.ascontiguousarray(np.asarray(dataset.data).transpose(0, 3, 1, 2))
         splits.append(_labelled(images, np.asarray(dataset.targets), tuple(dataset.classes), 255.0))

@@ -1,0 +1,125 @@
+"""File-list data sets (ImageNet-LT, iNaturalist 2018, Places-LT): the standard "relative/path label"
+text files of Liu et al. (CVPR 2019, OLTR) plus an image root, streamed from disk.
+
+The lists already are the long-tailed benchmark (ImageNet-LT_train.txt: 115,846 images of 1,000
+classes, 1,280 to 5 per class) with their own validation and test lists, so no profile is applied.
+Images stream through a torch DataLoader with worker processes (decoding 224 px images cannot be held
+in memory); training uses RandomResizedCrop(224) + flip, evaluation Resize(256) + CenterCrop(224), the
+recipe of the decoupling code (Kang et al., ICLR 2020). `StreamingImages` offers the interface of
+ncstudy.data.loader.TensorImages, so the training loop does not know which one it has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ncstudy.data.loader import shard_batches
+from ncstudy.errors import StudyError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LIST_HELP = 'each line "relative/path.jpg LABEL" (the ImageNet-LT / Places-LT / iNaturalist format)'
+
+
+@dataclass(frozen=True)
+class FileList:
+    root: Path
+    paths: tuple[str, ...]
+    labels: np.ndarray  # int64 [N]
+    classes: tuple[str, ...]
+    index: np.ndarray  # int64 [N]: line numbers in the list file
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(self.paths).encode()).hexdigest()[:16]
+
+
+def read_list(root: Path, list_file: Path, num_classes: int | None = None) -> FileList:
+    """Parse a list file; errors name the file and line."""
+    if not list_file.is_file():
+        raise StudyError(f"{list_file}: list file not found; {LIST_HELP}")
+    paths, labels = [], []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise StudyError(f"{list_file}:{number}: expected 'relative/path LABEL', got {line!r}")
+        paths.append(parts[0])
+        labels.append(int(parts[1]))
+    if not paths:
+        raise StudyError(f"{list_file}: the list is empty; {LIST_HELP}")
+    label_array = np.asarray(labels, dtype=np.int64)
+    if label_array.min() < 0:
+        raise StudyError(f"{list_file}: labels must be 0..K-1, found {label_array.min()}")
+    count = num_classes or int(label_array.max()) + 1
+    first = root / paths[0]
+    if not first.is_file():
+        raise StudyError(f"data.root: {first} (the first image of {list_file.name}) not found under {root}")
+    return FileList(root, tuple(paths), label_array, tuple(str(k) for k in range(count)), np.arange(len(paths)))
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, files: FileList, transform):
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.files.root / self.files.paths[i]) as image:
+            return self.transform(image.convert("RGB")), int(self.files.labels[i])
+
+
+class StreamingImages:
+    """A file-list split streamed through a DataLoader; same interface as TensorImages."""
+
+    def __init__(self, files: FileList, device: torch.device, image_size: int, workers: int):
+        self.files, self.device, self.workers = files, device, workers
+        self.labels = torch.from_numpy(files.labels).to(device)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _transform(self, train: bool):
+        from torchvision import transforms
+
+        size = self.image_size
+        resize = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()] if train else [
+            transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size)
+        ]  # fmt: skip
+        return transforms.Compose([*resize, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def _loader(self, indices: list[int] | None, batch_size: int, train: bool, seed: int = 0) -> DataLoader:
+        return DataLoader(
+            _ImageFiles(self.files, self._transform(train)),
+            batch_size=batch_size,
+            sampler=indices,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),  # seeds the workers' augmentation draws
+        )
+
+    def train_batches(
+        self, order: torch.Tensor, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, augment: bool
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        shard = torch.cat([index for _, index in shard_batches(order, batch_size, rank, world_size)]).tolist()
+        loader = self._loader(shard, batch_size, train=augment, seed=seed * 100_003 + epoch * 1_009 + rank)
+        for number, (images, labels) in enumerate(loader):
+            yield number, images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self._loader(None, batch_size, train=False):
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -1,0 +1,401 @@
+"""Paper tables from trials.parquet: mean ± std over seeds, head/medium/tail, ablation, paired
+differences against a baseline, neural-collapse metrics; each rendered as Markdown, LaTeX or CSV.
+
+- Over seeds: mean and the sample standard deviation (ddof 1), the usual reading of "mean ± std over
+  seeds"; one seed gives no std. (The population std of ../shared/GUIDE.md is for NC metrics over
+  classes and features, not for seeds.) A NaN (an empty group) is left out of its own column only.
+- Head/medium/tail columns follow the many/medium/few-shot convention of Liu et al. (CVPR 2019,
+  OLTR): accuracy in percent, best per column in bold, an empty group shown as a dash (never 0).
+- The ablation layout is Table 7 of Liu et al., "Inducing Neural Collapse in Deep Long-tailed
+  Learning" (AISTATS 2023): a row per method variant, a column per data set x imbalance ratio.
+- Differences against a baseline pair the trials by seed (the same seed draws the same subset and
+  initialisation) and give Student's t interval, mean ± t_{(1+c)/2, n-1} * sd / sqrt(n), with the
+  quantile from scipy.stats.t (scipy comes with scikit-learn, a dependency of ncstudy).
+- NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as ncstudy.metrics computes them, 3 significant digits.
+- LaTeX uses the booktabs rules (\\toprule, \\midrule, \\bottomrule).
+
+A `Table` holds both the numbers (what CSV writes, for machines) and the strings (what Markdown and
+LaTeX show), plus the cells shown in bold. Files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ncstudy.metrics import GROUPS
+
+DASH = "-"
+PLUS_MINUS = "±"
+ACCURACY_COLUMNS = ["acc_all", *(f"acc_{g}" for g in GROUPS)]
+NC_COLUMNS = ["nc1", "nc2_equinorm", "nc2_equiangle", "nc2_maxangle", "nc3", "nc4", "min_angle_deg"]
+HEADERS = {
+    "acc_all": "All", "acc_many": "Many", "acc_medium": "Medium", "acc_few": "Few",
+    "nc1": "NC1", "nc2_equinorm": "NC2 equinorm", "nc2_equiangle": "NC2 equiangle",
+    "nc2_maxangle": "NC2 max-angle", "nc3": "NC3", "nc4": "NC4", "min_angle_deg": "min angle (deg)",
+}  # fmt: skip
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", PLUS_MINUS: r"$\pm$",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """numbers: a row per table row, numeric (label columns, then <metric>_mean/_std/_n or
+    <metric>_diff/_low/_high/_n), what CSV writes; display: the same rows as strings under the shown
+    headers, the first `labels` columns naming the row; marked: (row position, display column) of the
+    cells shown in bold."""
+
+    numbers: pd.DataFrame
+    display: pd.DataFrame
+    labels: int
+    marked: frozenset[tuple[int, str]] = frozenset()
+
+
+# ---------------------------------------------------------------------------------------- numbers
+
+
+def aggregate(trials: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """A row per configuration (the distinct values of `by`, in order of first appearance, a missing
+    value being a setting of its own): `n` trials, and per column `<c>_mean`, `<c>_std` (ddof 1; NaN
+    for one value) and `<c>_n` (its non-NaN values)."""
+    missing = [c for c in (*by, *columns) if c not in trials.columns]
+    if missing:
+        raise KeyError(f"trials have no column {', '.join(missing)}")
+    frame = trials[by].join(trials[columns].astype(float))
+    grouped = frame.groupby(by, dropna=False, sort=False) if by else frame.groupby(np.zeros(len(frame), dtype=int))
+    summary = grouped[columns].agg(["mean", "std", "count"])
+    summary.columns = [f"{c}_{'n' if s == 'count' else s}" for c, s in summary.columns]
+    summary.insert(0, "n", grouped.size())
+    return summary.reset_index(drop=not by)
+
+
+def _per_seed(rows: pd.DataFrame, seed_column: str, columns: list[str]) -> pd.DataFrame:
+    """Repeated trials of one seed are averaged; trials without a seed are left out."""
+    return rows[[seed_column]].join(rows[columns].astype(float)).groupby(seed_column)[columns].mean()
+
+
+def t_interval(differences: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of Student's t interval; low and high are NaN for fewer than two values."""
+    n = len(differences)
+    mean = float(np.mean(differences)) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * np.std(differences, ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+# ------------------------------------------------------------------------------------- formatting
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _param_text(value: Any) -> str:
+    """A parameter cell; a missing value is a setting of None (e.g. the hard-min temperature)."""
+    if _missing(value):
+        return "none"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _label_header(column: str) -> str:
+    return column.removeprefix("param.")
+
+
+def _is_accuracy(column: str) -> bool:
+    return column.startswith(("acc_", "val_acc_"))
+
+
+def _number(value: float, column: str, signed: bool = False) -> str:
+    """Accuracies in percent with one decimal; anything else to 3 significant digits."""
+    sign = "+" if signed else ""
+    if _is_accuracy(column):
+        return f"{100 * value:{sign}.1f}"
+    return f"{value:{sign}#.3g}".rstrip(".")
+
+
+def _mean_std(mean: float, std: float, column: str) -> str:
+    if _missing(mean):
+        return DASH
+    text = _number(mean, column)
+    return text if _missing(std) else f"{text} {PLUS_MINUS} {_number(std, column)}"
+
+
+def _difference(mean: float, low: float, high: float, column: str) -> str:
+    if _missing(mean):
+        return DASH
+    text = _number(mean, column, signed=True)
+    return text if _missing(low) else f"{text} [{_number(low, column, True)}, {_number(high, column, True)}]"
+
+
+def _label_columns(numbers: pd.DataFrame, by: Sequence[str]) -> dict[str, list[str]]:
+    return {_label_header(c): [_param_text(v) for v in numbers[c]] for c in by}
+
+
+def _best_rows(means: pd.Series, higher_is_better: bool = True) -> list[int]:
+    """Positions of the best mean (ties all marked); none when fewer than two rows have a value."""
+    if means.count() < 2:
+        return []
+    best = means.max() if higher_is_better else means.min()
+    return [i for i, value in enumerate(means) if value == best]
+
+
+def _mean_std_columns(
+    numbers: pd.DataFrame, headers: Mapping[str, str], mark_best: bool
+) -> tuple[dict[str, list[str]], set[tuple[int, str]]]:
+    """Display columns "mean ± std" for {column: header}, and the best cells if `mark_best`."""
+    shown: dict[str, list[str]] = {}
+    marked: set[tuple[int, str]] = set()
+    for column, header in headers.items():
+        means, stds = numbers[f"{column}_mean"], numbers[f"{column}_std"]
+        shown[header] = [_mean_std(m, s, column) for m, s in zip(means, stds)]
+        if mark_best:
+            marked |= {(i, header) for i in _best_rows(means)}
+    return shown, marked
+
+
+# ----------------------------------------------------------------------------------------- tables
+
+
+def _group_header(trials: pd.DataFrame, column: str) -> str:
+    """"Many (3)", or "Many (2-3)" when the class count differs across trials."""
+    header = HEADERS.get(column, column)
+    counts_column = f"classes_{column.removeprefix('acc_')}"
+    counts = trials[counts_column].dropna() if counts_column in trials else pd.Series(dtype=float)
+    if counts.empty:
+        return header
+    low, high = int(counts.min()), int(counts.max())
+    return f"{header} ({low})" if low == high else f"{header} ({low}-{high})"
+
+
+def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "acc_all") -> Table:
+    """Head/medium/tail: a row per configuration, All / Many / Medium / Few as mean ± std over its
+    trials in percent, n trials; best first by the mean of `sort_by` (higher is better)."""
+    numbers = aggregate(trials, by, list(dict.fromkeys([*ACCURACY_COLUMNS, sort_by])))
+    numbers = numbers.sort_values(f"{sort_by}_mean", ascending=False, na_position="last", kind="stable")
+    numbers = numbers.reset_index(drop=True)
+    headers = {c: _group_header(trials, c) for c in ACCURACY_COLUMNS}
+    shown, marked = _mean_std_columns(numbers, headers, mark_best=True)
+    display = pd.DataFrame({**_label_columns(numbers, by), **shown, "n": [str(n) for n in numbers["n"]]})
+    return Table(numbers, display, len(by), frozenset(marked))
+
+
+def nc_table(trials: pd.DataFrame, by: list[str], columns: Sequence[str] = NC_COLUMNS) -> Table:
+    """NC metrics per configuration, mean ± std to 3 significant digits; columns absent from
+    `trials` (NC3/NC4 need the classifier) are left out, all-NaN ones show a dash."""
+    present = [c for c in columns if c in trials.columns]
+    numbers = aggregate(trials, by, present)
+    shown, _ = _mean_std_columns(numbers, {c: HEADERS.get(c, c) for c in present}, mark_best=False)
+    display = pd.DataFrame({**_label_columns(numbers, by), **shown, "n": [str(n) for n in numbers["n"]]})
+    return Table(numbers, display, len(by))
+
+
+def _combine(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, study_column: str) -> pd.DataFrame:
+    if isinstance(frames, pd.DataFrame):
+        return frames
+    return pd.concat([frame.assign(**{study_column: label}) for label, frame in frames.items()], ignore_index=True)
+
+
+def _key(values: Sequence[Any]) -> tuple:
+    """A hashable configuration key in which every missing value is None."""
+    return tuple(None if _missing(v) else v for v in values)
+
+
+def _study_ratio_header(study: Any, ratio: Any, metric: str) -> str:
+    """"CIFAR-10-LT r=100"; the metric's name when neither study nor ratio is known."""
+    parts = ([] if study is None else [str(study)]) + ([] if ratio is None else [f"r={_param_text(ratio)}"])
+    return " ".join(parts) or HEADERS.get(metric, metric)
+
+
+def _study_ratio_columns(long: pd.DataFrame, study_column: str, ratio_column: str) -> list[tuple[Any, Any]]:
+    """(study, ratio) pairs: studies in order of first appearance, ratios descending within each."""
+    pairs = list(dict.fromkeys(_key(pair) for pair in zip(long[study_column], long[ratio_column])))
+    studies = list(dict.fromkeys(study for study, _ in pairs))
+    return [pair for study in studies for pair in sorted((p for p in pairs if p[0] == study), key=_ratio_order)]
+
+
+def _ratio_order(pair: tuple[Any, Any]) -> tuple[bool, float]:
+    """Largest imbalance ratio first, a missing ratio last."""
+    ratio = pair[1]
+    return ratio is None, -float(ratio) if ratio is not None else 0.0
+
+
+def ablation_table(
+    frames: Mapping[str, pd.DataFrame] | pd.DataFrame,
+    variant_column: str | Sequence[str] = "variant",
+    metric: str = "acc_all",
+    study_column: str = "study",
+    ratio_column: str = "param.data.imbalance.ratio",
+    higher_is_better: bool = True,
+) -> Table:
+    """Table 7 of Liu et al. (AISTATS 2023): a row per variant (in order of first appearance), a
+    column per (study, imbalance ratio), cells the mean ± std of `metric` over seeds; a dash where a
+    variant has no trial. `frames` is {study label: trials} or one frame with `study_column`; a frame
+    without `ratio_column` (a ratio that was not searched) gives columns named by the study alone."""
+    variants = [variant_column] if isinstance(variant_column, str) else list(variant_column)
+    combined = _combine(frames, study_column)
+    combined = combined.assign(**{c: np.nan for c in (study_column, ratio_column) if c not in combined})
+    long = aggregate(combined, [*variants, study_column, ratio_column], [metric])
+    cells = {_key(row[[*variants, study_column, ratio_column]]): row for _, row in long.iterrows()}
+    rows = list(dict.fromkeys(_key(values) for values in long[variants].itertuples(index=False)))
+    numbers = pd.DataFrame(rows, columns=variants)
+    shown: dict[str, list[str]] = {}
+    marked: set[tuple[int, str]] = set()
+    for study, ratio in _study_ratio_columns(long, study_column, ratio_column):
+        header = _study_ratio_header(study, ratio, metric)
+        found = [cells.get((*row, study, ratio)) for row in rows]
+        means = pd.Series([math.nan if c is None else c[f"{metric}_mean"] for c in found], dtype=float)
+        stds = [math.nan if c is None else c[f"{metric}_std"] for c in found]
+        numbers[f"{header}_mean"], numbers[f"{header}_std"] = means, stds
+        numbers[f"{header}_n"] = [0 if c is None else int(c[f"{metric}_n"]) for c in found]
+        shown[header] = [_mean_std(m, s, metric) for m, s in zip(means, stds)]
+        marked |= {(i, header) for i in _best_rows(means, higher_is_better)}
+    display = pd.DataFrame({**_label_columns(numbers, variants), **shown})
+    return Table(numbers, display, len(variants), frozenset(marked))
+
+
+def _baseline_key(keys: Sequence[tuple], by: list[str], baseline: Any) -> tuple:
+    """The one configuration that `baseline` names: {column: value} for some of `by` (the "param."
+    prefix may be left out), or a value (a tuple for several columns) per column of `by`."""
+    if isinstance(baseline, Mapping):
+        positions = {}
+        for column, value in baseline.items():
+            name = column if column in by else f"param.{column}"
+            if name not in by:
+                raise ValueError(f"baseline column {column!r} is not one of {by}")
+            positions[by.index(name)] = value
+    else:
+        values = baseline if isinstance(baseline, tuple) else (baseline,)
+        if len(values) != len(by):
+            raise ValueError(f"baseline {baseline!r} needs a value for each of {by}")
+        positions = dict(enumerate(values))
+    wanted = dict(zip(positions, _key(list(positions.values()))))
+    matches = [key for key in keys if all(key[i] == value for i, value in wanted.items())]
+    if len(matches) != 1:
+        raise ValueError(f"baseline {baseline!r} matches {len(matches)} configurations, not one")
+    return matches[0]
+
+
+def paired_differences(
+    trials: pd.DataFrame,
+    by: list[str],
+    baseline: Any,
+    seed_column: str = "param.train.seed",
+    columns: Sequence[str] = ACCURACY_COLUMNS,
+    confidence: float = 0.95,
+) -> Table:
+    """Each configuration but the baseline minus the baseline, paired by seed (seeds that only one
+    side has are dropped): per column the mean difference and its t interval ("+1.2 [+0.3, +2.1]",
+    percentage points for accuracies; no interval below two pairs). Bold: intervals that exclude 0."""
+    columns = list(columns)
+    if not by:
+        raise ValueError("paired_differences needs the configuration columns `by`")
+    missing = [c for c in (*by, seed_column, *columns) if c not in trials.columns]
+    if missing:
+        raise KeyError(f"trials have no column {', '.join(missing)}")
+    configurations = {_key(k): rows for k, rows in trials.groupby(by, dropna=False, sort=False)}
+    base_key = _baseline_key(list(configurations), by, baseline)
+    base = _per_seed(configurations[base_key], seed_column, columns)
+    records = []
+    for key, rows in configurations.items():
+        if key == base_key:
+            continue
+        own = _per_seed(rows, seed_column, columns)
+        common = own.index.intersection(base.index)
+        differences = own.loc[common] - base.loc[common]
+        record: dict[str, Any] = {**dict(zip(by, key)), "n": len(common)}
+        for column in columns:
+            values = differences[column].dropna().to_numpy()
+            mean, low, high = t_interval(values, confidence)
+            record |= {f"{column}_diff": mean, f"{column}_low": low, f"{column}_high": high, f"{column}_n": len(values)}
+        records.append(record)
+    stat_columns = [f"{c}_{s}" for c in columns for s in ("diff", "low", "high", "n")]
+    numbers = pd.DataFrame(records, columns=[*by, "n", *stat_columns])
+    shown: dict[str, list[str]] = {}
+    marked: set[tuple[int, str]] = set()
+    for column in columns:
+        header = HEADERS.get(column, column)
+        low, high = numbers[f"{column}_low"], numbers[f"{column}_high"]
+        shown[header] = [_difference(*cell, column) for cell in zip(numbers[f"{column}_diff"], low, high)]
+        marked |= {(int(i), header) for i in np.flatnonzero((low > 0) | (high < 0))}
+    display = pd.DataFrame({**_label_columns(numbers, by), **shown, "n": [str(n) for n in numbers["n"]]})
+    return Table(numbers, display, len(by), frozenset(marked))
+
+
+# -------------------------------------------------------------------------------------- rendering
+
+
+def _rows(display: pd.DataFrame, marked: frozenset[tuple[int, str]], bold: Callable[[str], str]) -> list[list[str]]:
+    return [
+        [bold(text) if (i, header) in marked else text for header, text in zip(display.columns, row)]
+        for i, row in enumerate(display.itertuples(index=False))
+    ]
+
+
+def _markdown_escape(text: str) -> str:
+    return str(text).replace("|", r"\|")
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub pipe table: label columns left-aligned, values right-aligned, marked cells bold."""
+    header = [_markdown_escape(h) for h in table.display.columns]
+    rule = [":---" if i < table.labels else "---:" for i in range(len(header))]
+    body = _rows(table.display.map(_markdown_escape), table.marked, lambda text: f"**{text}**")
+    return "".join("| " + " | ".join(line) + " |\n" for line in (header, rule, *body))
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(character, character) for character in str(text))
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}); marked cells in \\textbf, ± as $\\pm$."""
+    spec = "l" * table.labels + "r" * (len(table.display.columns) - table.labels)
+    header = [_latex_escape(h) for h in table.display.columns]
+    body = _rows(table.display.map(_latex_escape), table.marked, lambda text: rf"\textbf{{{text}}}")
+    header_line, *body_lines = [" & ".join(cells) + r" \\" for cells in (header, *body)]
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header_line, r"\midrule", *body_lines, r"\bottomrule"]
+    return "\n".join(lines) + "\n\\end{tabular}\n"
+
+
+def to_csv(table: Table) -> str:
+    """The numbers (means, stds, counts as numbers; a missing value empty), not the shown strings."""
+    return table.numbers.to_csv(index=False)
+
+
+FORMATS = {"md": (".md", to_markdown), "latex": (".tex", to_latex), "csv": (".csv", to_csv)}
+
+
+def _write_atomic(text: str, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_tables(
+    tables: Mapping[str, Table], folder: str | Path, formats: Sequence[str] = ("md", "latex", "csv")
+) -> list[Path]:
+    """Writes folder/<name>.md, .tex, .csv for each table (every text rendered before any file is
+    written; each file written to a temporary name, then renamed); returns the paths written."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown table format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    folder = Path(folder)
+    texts = {folder / f"{name}{FORMATS[f][0]}": FORMATS[f][1](table) for name, table in tables.items() for f in formats}
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, text in texts.items():
+        _write_atomic(text, path)
+    return list(texts)
