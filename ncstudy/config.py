@@ -201,6 +201,10 @@ class ResourcesConfig(Strict):
     max_failures: int = Field(0, ge=0, description="Train worker-group restarts per trial")
 
 
+class MetricsConfig(Strict):
+    every: int = Field(10, ge=0, description="NC metrics and test accuracy every N epochs (0 = at the end only)")
+
+
 class StudyConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig = DataConfig()
@@ -211,6 +215,7 @@ class StudyConfig(Strict):
     search: SearchConfig = SearchConfig()
     tracking: TrackingConfig = TrackingConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudyConfig":

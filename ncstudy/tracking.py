@@ -3,7 +3,8 @@
 MLflow 3 refuses its plain file store, so the local default is sqlite at an absolute path,
 `RESULTS/mlflow.db`, with artifacts beside it in `RESULTS/mlartifacts`. Per-epoch metrics are
 logged by `MlflowReportCallback`, a Ray Train callback that runs in the trial's Train controller and
-sees what rank 0 reported, so each trial is logged once however many workers it has.
+sees what rank 0 reported, so each trial is logged once however many workers it has; it also logs
+the figures the final checkpoint carries.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.train.v2.api.callback import UserCallback
+
+from ncstudy.train import FIGURES
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "ncstudy.study"
@@ -133,6 +136,12 @@ class MlflowReportCallback(UserCallback):
             tags=[RunTag("ncstudy.last_epoch", str(step))],
         )
         self._logged_params.update(new_params)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                figures = Path(folder) / FIGURES
+                if figures.is_dir():  # the final checkpoint: the trial's figures and per-class arrays
+                    client.log_artifacts(self.run_id, str(figures), artifact_path="figures")
+                    client.log_artifact(self.run_id, str(Path(folder) / "collapse.npz"))
 
 
 def run_status(failed: bool) -> str:

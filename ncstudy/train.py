@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
@@ -29,54 +31,20 @@ from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.data.build import StudyData, build_data, device_splits
 from ncstudy.data.loader import DeviceSplit, epoch_order
 from ncstudy.losses import build_loss, class_balanced_weights, drw_weights
-from ncstudy.metrics import group_accuracy, neural_collapse
+from ncstudy.evaluation import evaluate_split, prefixed
+from ncstudy.figures import angle_heatmap, nc_curves, norm_bars
 from ncstudy.models import build_model
 from ncstudy.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
 from ncstudy.regularizers import NeuralCollapseRegularizer
 
 CHECKPOINT_FILE = "checkpoint.pt"
-EVAL_BATCH = 1024
+FIGURES = "figures"  # inside the final checkpoint; the MLflow callback logs them as artifacts
 
 
 def regularizer_active(epoch: int, config: RegularizerConfig) -> bool:
     """No regularizer at all before start_epoch (GUIDE.md: the released code's frozen pull is a bug)."""
     weights = (config.lambda_within, config.lambda_between, config.lambda_center)
     return epoch >= config.start_epoch and any(w > 0 for w in weights)
-
-
-class Evaluation:
-    """Logits and features of one split, in eval mode, without augmentation."""
-
-    def __init__(self, model: nn.Module, split: DeviceSplit, bf16: bool):
-        logits, features = [], []
-        model.eval()
-        with torch.no_grad(), autocast(bf16, split.labels.device):
-            for images, _ in split.eval_batches(EVAL_BATCH):
-                out, feat = model(images)
-                logits.append(out.float())
-                features.append(feat.float())
-        self.logits = torch.cat(logits)
-        self.features = torch.cat(features)
-
-
-def evaluate(model: nn.Module, split: DeviceSplit, data: StudyData, name: str, bf16: bool) -> dict[str, float]:
-    """Accuracy overall and by group, and the CE loss: val_acc_*, val_loss for "val";
-    acc_*, test_loss for "test" (GUIDE.md names the test accuracies acc_all ... acc_few)."""
-    evaluation = Evaluation(model, split, bf16)
-    accuracy = group_accuracy(
-        evaluation.logits.argmax(dim=1).cpu().numpy(), split.labels.cpu().numpy(), data.groups, data.num_classes
-    )
-    prefix = "" if name == "test" else f"{name}_"
-    metrics = {f"{prefix}acc_{group}": value for group, value in accuracy.items()}
-    metrics[f"{name}_loss"] = float(F.cross_entropy(evaluation.logits, split.labels))
-    return metrics
-
-
-def collapse_metrics(model: nn.Module, split: DeviceSplit, num_classes: int, bf16: bool) -> dict[str, float]:
-    """NC1-NC4 of the (unaugmented) training features against the classifier."""
-    evaluation = Evaluation(model, split, bf16)
-    head = model.classifier
-    return neural_collapse(evaluation.features.cpu(), split.labels.cpu(), num_classes, head.weight.cpu(), None if head.bias is None else head.bias.cpu())
 
 
 class TrialState:
@@ -107,6 +75,7 @@ class TrialState:
             weight_decay=config.train.weight_decay,
         )
         self.crt_optimizer: torch.optim.Optimizer | None = None
+        self.history: list[dict[str, float]] = []  # NC metrics per evaluated epoch (for nc_curves)
         self.next_epoch = 0
 
     def class_weights(self, epoch: int, counts: list[int]) -> torch.Tensor | None:
@@ -136,6 +105,7 @@ class TrialState:
             "model": self.model.state_dict(),
             "regularizer": self.regularizer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
             "next_epoch": epoch + 1,
         }
         if self.regularizer.optimizer is not None:
@@ -157,6 +127,7 @@ class TrialState:
             self.start_crt()
             self.model.classifier.load_state_dict(model_state)
             self.crt_optimizer.load_state_dict(state["crt_optimizer"])
+        self.history = list(state["history"])
         self.next_epoch = int(state["next_epoch"])
 
 
@@ -258,7 +229,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     bf16 = use_bf16(config.train, device)
-
     source_ref = loop_config.get("source")
     data = build_data(config.data, ray.get(source_ref[0]) if source_ref else None)
     train, val, test = device_splits(data, config.data, device)
@@ -269,7 +239,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state.restore(checkpoint)
     model = ray.train.torch.prepare_model(state.model, move_to_device=False) if world_size > 1 else state.model
 
-    static = {"data_fingerprint": data.fingerprint, "num_train": len(data.train), "world_size": world_size}
+    static = {
+        "data_fingerprint": data.fingerprint,
+        "num_train": len(data.train),
+        "world_size": world_size,
+        "worker_nodes": ",".join(worker_nodes(world_size)),
+    }
     static.update({f"classes_{name}": len(members) for name, members in data.groups.items()})
     total_epochs = config.train.epochs + config.train.crt_epochs
     for epoch in range(state.next_epoch, total_epochs):
@@ -281,21 +256,81 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if state.crt_optimizer is None:
                 state.start_crt()
             metrics.update(crt_epoch(epoch - config.train.epochs, config, state, train, data, rank, world_size))
-        metrics.update(evaluate(state.model, val, data, "val", bf16))
-        if epoch == total_epochs - 1:
-            metrics.update(evaluate(state.model, test, data, "test", bf16))
-            metrics.update(collapse_metrics(state.model, train, data.num_classes, bf16))
+        metrics.update(prefixed(evaluate_split(state.model, val, data, bf16, rank, world_size).metrics, "val_"))
+        last = epoch == total_epochs - 1
+        every = config.metrics.every
+        measurement = None
+        if last or (every and (epoch + 1) % every == 0):
+            measurement = measure_collapse(state, train, test, data, bf16, rank, world_size, epoch)
+            metrics.update(measurement.metrics)
         metrics["epoch_time_s"] = time.perf_counter() - started
         if not all(math.isfinite(v) for k, v in metrics.items() if k.endswith("loss") and isinstance(v, float)):
             raise FloatingPointError(f"non-finite loss at epoch {epoch}: {metrics}")
-        report(metrics, state, epoch, rank)
+        report(metrics, state, epoch, rank, measurement if last else None, data)
 
 
-def report(metrics: dict[str, Any], state: TrialState, epoch: int, rank: int) -> None:
-    """Report the epoch; rank 0 attaches a checkpoint (model, centres, optimizers, next epoch)."""
+@dataclass
+class Measurement:
+    """Test accuracy and the NC metrics of one epoch, with what the end-of-trial figures need."""
+
+    metrics: dict[str, float]
+    norms: np.ndarray
+    angles_deg: np.ndarray
+    test_per_class: np.ndarray
+
+
+def is_collapse_key(key: str) -> bool:
+    return key.startswith(("nc", "min_angle"))
+
+
+def measure_collapse(state: TrialState, train, test, data: StudyData, bf16: bool, rank: int, world_size: int, epoch: int) -> Measurement:
+    """NC metrics of the training features (unprefixed, as in trials.parquet) and of the test
+    features (test_*), test accuracy by group (acc_*), calibration; recorded in the NC history."""
+    on_train = evaluate_split(state.model, train, data, bf16, rank, world_size, collapse=True)
+    on_test = evaluate_split(state.model, test, data, bf16, rank, world_size, collapse=True)
+    metrics = {k: v for k, v in on_train.metrics.items() if is_collapse_key(k)}
+    metrics.update({f"train_{k}": v for k, v in on_train.metrics.items() if not is_collapse_key(k)})
+    metrics.update({k if k.startswith("acc_") else f"test_{k}": v for k, v in on_test.metrics.items()})
+    state.history.append({"epoch": epoch, **{k: v for k, v in metrics.items() if is_collapse_key(k)}})
+    return Measurement(metrics, on_train.collapse.mean_norms, on_train.collapse.angles_deg, on_test.per_class_accuracy)
+
+
+def worker_nodes(world_size: int) -> list[str]:
+    """The Ray node id of every rank (gathered once per trial), so a study records where it ran."""
+    node = ray.get_runtime_context().get_node_id()
+    if world_size == 1:
+        return [node]
+    nodes: list[str | None] = [None] * world_size
+    dist.all_gather_object(nodes, node)
+    return [str(n) for n in nodes]
+
+
+def report(
+    metrics: dict[str, Any], state: TrialState, epoch: int, rank: int, final: Measurement | None, data: StudyData
+) -> None:
+    """Report the epoch; rank 0 attaches a checkpoint (model, centres, optimizers, NC history, next
+    epoch) and, at the end, the trial's figures and per-class arrays."""
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as folder:
         torch.save(state.state_dict(epoch), Path(folder) / CHECKPOINT_FILE)
+        if final is not None:
+            write_trial_figures(Path(folder), final, state.history, data)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def write_trial_figures(folder: Path, final: Measurement, history: list[dict[str, float]], data: StudyData) -> None:
+    """figures/*.png and collapse.npz (per-class test accuracy, centred-mean norms and angles of the
+    training features, training counts) for MLflow and for `ncstudy report`."""
+    figures = folder / FIGURES
+    angle_heatmap(final.angles_deg, figures / "angles.png")
+    norm_bars(final.norms, data.groups, figures / "norms.png")
+    nc_curves(history, figures / "nc_curves.png")
+    np.savez(
+        folder / "collapse.npz",
+        test_per_class_accuracy=final.test_per_class,
+        mean_norms=final.norms,
+        angles_deg=final.angles_deg,
+        train_counts=np.asarray(data.train_counts),
+    )

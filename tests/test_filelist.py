@@ -8,7 +8,8 @@ from PIL import Image
 from ncstudy.config import StudyConfig
 from ncstudy.data.build import build_data, device_splits
 from ncstudy.errors import StudyError
-from ncstudy.train import TrialState, evaluate, train_epoch
+from ncstudy.evaluation import evaluate_split
+from ncstudy.train import TrialState, train_epoch
 
 COUNTS = {"train": [12, 6, 3], "val": [2, 2, 2], "test": [3, 3, 3]}
 
@@ -58,8 +59,8 @@ def test_streamed_batches_train_and_evaluate(image_folder):
     assert np.isfinite(result["train_loss"])
     images, labels = next(iter(val.eval_batches(4)))
     assert images.shape == (4, 3, 32, 32) and labels.tolist() == [0, 0, 1, 1]
-    metrics = evaluate(state.model, val, data, "val", bf16=False)
-    assert 0.0 <= metrics["val_acc_all"] <= 1.0
+    metrics = evaluate_split(state.model, val, data, bf16=False).metrics
+    assert 0.0 <= metrics["acc_all"] <= 1.0
 
 
 def test_list_errors_name_the_file_and_line(image_folder):

@@ -20,7 +20,8 @@ def finished_study(ray_session, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     study = load_study(
         QUICKSTART,
-        ["name=integration", "train.epochs=2", "search.num_samples=2", "search.max_concurrent=2", "model.width=8"],
+        ["name=integration", "train.epochs=2", "search.num_samples=2", "search.max_concurrent=2", "model.width=8",
+         "metrics.every=1"],
     )
     outcome = run_study(study, results)
     return study, results, outcome
@@ -31,7 +32,8 @@ def test_trials_and_epochs_tables(finished_study):
     assert outcome.finished == 2 and outcome.failed == 0
     trials = pd.read_parquet(results / "integration" / "trials.parquet")
     assert len(trials) == 2
-    for column in ("acc_all", "acc_many", "acc_medium", "acc_few", "val_acc_all", "nc1", "min_angle_deg",
+    for column in ("acc_all", "acc_many", "acc_medium", "acc_few", "val_acc_all", "nc1", "min_angle_deg", "nc3", "nc4",
+                   "test_nc1", "nc1_few", "min_angle_many_few_deg", "test_ece_all", "val_balanced_acc",
                    "param.regularizer.lambda_within", "param.data.imbalance.ratio", "data_fingerprint"):  # fmt: skip
         assert column in trials, column
     for value in trials[["acc_all", "val_acc_all"]].to_numpy().ravel():
@@ -60,6 +62,10 @@ def test_mlflow_has_one_parent_and_a_finished_child_per_trial(finished_study):
     assert [m.step for m in history] == [0, 1]
     assert "regularizer.lambda_within" in children[0].data.params
     assert {"report.md", "trials.parquet", "study.yaml"} <= {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    figures = {a.path for a in client.list_artifacts(children[0].info.run_id, "figures")}
+    assert figures == {"figures/angles.png", "figures/norms.png", "figures/nc_curves.png"}
+    nc1 = client.get_metric_history(children[0].info.run_id, "nc1")
+    assert [m.step for m in nc1] == [0, 1] and all(m.value > 0 for m in nc1)  # metrics.every=1 below
 
 
 def test_report_has_the_many_medium_few_table(finished_study):

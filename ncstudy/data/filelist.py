@@ -120,6 +120,7 @@ class StreamingImages:
         for number, (images, labels) in enumerate(loader):
             yield number, images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self._loader(None, batch_size, train=False):
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        shard = None if world_size == 1 else list(range(rank, len(self), world_size))
+        for images, labels in self._loader(shard, batch_size, train=False):
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -45,7 +45,7 @@ class DeviceSplit(Protocol):
         self, order: torch.Tensor, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, augment: bool
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]: ...
 
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 def augmentation(seed: int, epoch: int, batch: int, enabled: bool) -> torch.Generator | None:
@@ -80,9 +80,15 @@ class TensorImages:
             generator = augmentation(seed, epoch, number * world_size + rank, augment)
             yield (number, *self.batch(index.to(self.labels.device), generator))
 
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for part in eval_batches(len(self), batch_size):
-            yield self.batch(part)
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Unaugmented batches of this worker's evaluation shard (rank::world_size: every sample once)."""
+        if world_size == 1:
+            for part in eval_batches(len(self), batch_size):
+                yield self.batch(part)
+            return
+        shard = torch.arange(rank, len(self), world_size, device=self.labels.device)
+        for start in range(0, len(shard), batch_size):
+            yield self.batch(shard[start : start + batch_size])
 
 
 def channel_stats(split: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
