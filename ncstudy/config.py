@@ -143,39 +143,63 @@ class TrainConfig(Strict):
     seed: int = 0
 
 
-class LogUniform(Strict):
+class _Param(Strict):
+    when: dict[str, Any] | None = Field(
+        None, description="conditional: sample only when these settings have these values (optuna, random)"
+    )
+
+
+class LogUniform(_Param):
     type: Literal["loguniform"]
     low: float = Field(gt=0)
     high: float = Field(gt=0)
 
 
-class Uniform(Strict):
+class Uniform(_Param):
     type: Literal["uniform"]
     low: float
     high: float
 
 
-class IntRange(Strict):
+class IntRange(_Param):
     type: Literal["int"]
     low: int
     high: int
 
 
-class Choice(Strict):
+class Choice(_Param):
     type: Literal["choice"]
     values: list[Any] = Field(min_length=1)
 
 
-SpaceParam = Annotated[Union[LogUniform, Uniform, IntRange, Choice], Field(discriminator="type")]
+class Grid(_Param):
+    type: Literal["grid"]
+    values: list[Any] = Field(min_length=1)
+
+
+SpaceParam = Annotated[Union[LogUniform, Uniform, IntRange, Choice, Grid], Field(discriminator="type")]
+
+
+class AshaConfig(Strict):
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    reduction_factor: int = Field(2, ge=2)
 
 
 class SearchConfig(Strict):
-    algorithm: Literal["optuna"] = "optuna"
-    num_samples: int = Field(8, ge=1)
+    algorithm: Literal["optuna", "grid", "random"] = Field(
+        "optuna", description="optuna: a seeded Optuna sampler; grid: every combination; random: Optuna's random sampler"
+    )
+    sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="optuna: the sampler")
+    num_samples: int = Field(8, ge=1, description="configurations to try (grid: ignored, every combination)")
+    seeds: list[int] | None = Field(None, description="run every configuration once per training seed")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named bundles of settings, searched as the parameter `variant`"
+    )
     max_concurrent: int = Field(2, ge=1)
     metric: str = "val_acc_all"
     mode: Literal["max", "min"] = "max"
-    seed: int = Field(0, description="seeds the TPE sampler")
+    seed: int = Field(0, description="seeds the sampler")
+    asha: AshaConfig | None = Field(None, description="stop poor trials early (ASHA, Li et al. 2020)")
     space: dict[str, SpaceParam] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -185,7 +209,21 @@ class SearchConfig(Strict):
         for key, param in self.space.items():
             if isinstance(param, (LogUniform, Uniform, IntRange)) and not param.low < param.high:
                 raise ValueError(f"space {key}: low must be below high")
+            if isinstance(param, Grid) and self.algorithm != "grid":
+                raise ValueError(f"space {key}: type grid needs algorithm grid")
+            if self.algorithm == "grid" and not isinstance(param, (Grid, Choice)):
+                raise ValueError(f"space {key}: algorithm grid takes only grid or choice entries")
+            if param.when and self.algorithm == "grid":
+                raise ValueError(f"space {key}: conditional parameters (when) need algorithm optuna or random")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        if "variant" in self.space:
+            raise ValueError("space: 'variant' is reserved for search.variants")
         return self
+
+    @property
+    def seed_list(self) -> list[int | None]:
+        return list(self.seeds) if self.seeds else [None]
 
 
 class TrackingConfig(Strict):
@@ -299,14 +337,27 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 def space_candidates(param: SpaceParam) -> list[Any]:
     """The values whose validity stands for the whole range: the bounds, or every choice."""
-    if isinstance(param, Choice):
+    if isinstance(param, (Choice, Grid)):
         return list(param.values)
     return [param.low, param.high]
 
 
 def validate_space(study: StudyConfig, source: str = "study") -> None:
-    """Each space key must name a setting, and each value it can produce must pass the schema."""
+    """Each space key must name a setting, and each value it can produce must pass the schema;
+    so must every variant bundle."""
     tree = study.model_dump(mode="json")
+    for name, bundle in study.search.variants.items():
+        candidate = copy.deepcopy(tree)
+        for key, value in bundle.items():
+            try:
+                get_dotted(tree, key)
+            except KeyError:
+                raise StudyError(f"{source}: search.variants.{name}.{key}: no such setting") from None
+            set_dotted(candidate, key, value)
+        try:
+            StudyConfig.model_validate(candidate)
+        except ValidationError as exc:
+            raise StudyError(f"{source}: search.variants.{name}: {_describe(exc)}") from None
     for key, param in study.search.space.items():
         try:
             current = get_dotted(tree, key)
@@ -324,10 +375,14 @@ def validate_space(study: StudyConfig, source: str = "study") -> None:
 
 
 def with_params(study: StudyConfig, params: dict[str, Any]) -> StudyConfig:
-    """The study config with a trial's sampled values (dotted keys) applied."""
+    """The study config with a trial's sampled values (dotted keys) applied; `variant` applies its
+    bundle from search.variants first, so a sampled value can refine it."""
     tree = study.model_dump(mode="json")
+    if "variant" in params:
+        for key, value in study.search.variants[params["variant"]].items():
+            set_dotted(tree, key, value)
     for key, value in params.items():
-        if isinstance(value, float) and math.isnan(value):
+        if key == "variant" or (isinstance(value, float) and math.isnan(value)):
             continue
         set_dotted(tree, key, value)
     return StudyConfig.model_validate(tree)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import ray
 from ray import tune
 from ray.train import CheckpointConfig
@@ -28,15 +27,9 @@ from ray.train import RunConfig as TrainRunConfig
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.search.optuna import OptunaSearch
 
 from ncstudy.config import (
-    Choice,
-    IntRange,
-    LogUniform,
-    SpaceParam,
     StudyConfig,
-    Uniform,
     dump_yaml,
     load_study,
     space_candidates,
@@ -46,6 +39,7 @@ from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
 from ncstudy.errors import StudyError
 from ncstudy.progress import StudyProgress
+from ncstudy.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.results import collect, report_markdown, write_parquet, write_text
 from ncstudy.tracking import PARENT_TAG, TRIAL_TAG, MlflowReportCallback, StudyTracker, flatten, run_status, tracking_uri
 from ncstudy.train import train_loop_per_worker
@@ -129,19 +123,6 @@ def check_resources(study: StudyConfig, may_grow: bool) -> None:
     raise StudyError(f"{message}; {hint}")
 
 
-def tune_domain(param: SpaceParam) -> Any:
-    """A space entry of the YAML schema as a Ray Tune domain (OptunaSearch converts it to Optuna)."""
-    if isinstance(param, LogUniform):
-        return tune.loguniform(param.low, param.high)
-    if isinstance(param, Uniform):
-        return tune.uniform(param.low, param.high)
-    if isinstance(param, IntRange):
-        return tune.randint(param.low, param.high + 1)
-    if isinstance(param, Choice):
-        return tune.choice(param.values)
-    raise TypeError(f"unknown space entry {param!r}")
-
-
 def run_trial(
     params: dict[str, Any],
     *,
@@ -191,7 +172,7 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool) -> tu
         name=TUNE_EXPERIMENT,
         storage_path=str(paths.ray_storage.resolve()),
         failure_config=tune.FailureConfig(max_failures=0),
-        callbacks=[StudyProgress(study.search.num_samples, study.train.epochs + study.train.crt_epochs, study.search.metric)],
+        callbacks=[StudyProgress(planned_trials(study), study.train.epochs + study.train.crt_epochs, study.search.metric)],
         verbose=1 if verbose else 0,
     )
 
@@ -200,28 +181,20 @@ def build_tuner(
     study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source, verbose: bool = False
 ) -> tune.Tuner:
     """The Tuner for a fresh study."""
-    search = study.search
-    param_space = {key: tune_domain(param) for key, param in search.space.items()}
-    searcher = None
-    if param_space:
-        searcher = OptunaSearch(
-            sampler=optuna.samplers.TPESampler(seed=search.seed),
-            study_name=study.name,
-            storage=optuna.storages.RDBStorage(paths.optuna_storage),
-        )
+    searcher, param_space, num_samples = searcher_and_space(study, paths.optuna_storage)
     return tune.Tuner(
         _trainable(study, paths, tracker, parent_run_id, source),
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=search.metric,
-            mode=search.mode,
+            metric=study.search.metric,
+            mode=study.search.mode,
             search_alg=searcher,
-            num_samples=search.num_samples,
-            max_concurrent_trials=search.max_concurrent,
+            scheduler=scheduler(study),
+            num_samples=num_samples,
+            max_concurrent_trials=study.search.max_concurrent,
         ),
         run_config=_tune_run_config(study, paths, verbose),
     )
-
 
 
 def preflight(study: StudyConfig) -> Source:
@@ -338,7 +311,7 @@ def _fit_and_finish(tuner, study, paths, tracker, parent_run_id) -> StudyOutcome
     failed = sum(1 for result in grid if result.error is not None)
     write_parquet(trials, paths.folder / "trials.parquet")
     write_parquet(epochs, paths.folder / "epochs.parquet")
-    report = report_markdown(study.name, trials, study.search.metric, study.search.mode, failed, study.search.num_samples)
+    report = report_markdown(study.name, trials, study.search.metric, study.search.mode, failed, planned_trials(study))
     write_text(report, paths.folder / "report.md")
     tracker.log_artifacts(
         parent_run_id, [paths.folder / "report.md", paths.folder / "trials.parquet", paths.folder / "epochs.parquet"]

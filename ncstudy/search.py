@@ -1,0 +1,178 @@
+"""The search: the YAML space as Ray Tune's param space or an Optuna define-by-run function, the
+searcher (seeded Optuna sampler, or Tune's grid), training seeds, and the ASHA scheduler.
+
+- optuna / random: Ray Tune's `OptunaSearch` with a define-by-run space (so `when` conditions work:
+  a parameter is suggested only when the settings it names have the given values, e.g. `loss.tau`
+  only for the logit-adjusted loss) and a seeded TPE, CMA-ES or random sampler, persisted in an
+  Optuna storage in the study folder.
+- grid: every combination, through Tune's `grid_search` (the ablation tables: a grid of variants x seeds).
+- seeds: every configuration runs once per training seed. For grid and Tune's own sampling the seed
+  is one more grid axis; for Optuna, `SeedRepeater` hands each suggested configuration out once per
+  seed and tells the sampler the mean of the objective over the seeds, so TPE models the
+  configuration, not one seed's luck.
+- ASHA (Li et al., MLSys 2020) as Tune's AsyncHyperBandScheduler on the epoch count.
+"""
+
+from __future__ import annotations
+
+import pickle
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from ncstudy.config import IntRange, LogUniform, SpaceParam, StudyConfig, Uniform, get_dotted
+
+SEED_KEY = "train.seed"
+
+
+def planned_trials(study: StudyConfig) -> int:
+    """How many trials the study runs: configurations x seeds."""
+    search = study.search
+    if search.algorithm == "grid":
+        combinations = 1
+        for param in search.space.values():
+            combinations *= len(param.values)
+        configurations = combinations * max(len(search.variants), 1)
+    else:
+        configurations = search.num_samples
+    return configurations * len(search.seed_list)
+
+
+def _suggest(trial: optuna.Trial, key: str, param: SpaceParam) -> Any:
+    if isinstance(param, LogUniform):
+        return trial.suggest_float(key, param.low, param.high, log=True)
+    if isinstance(param, Uniform):
+        return trial.suggest_float(key, param.low, param.high)
+    if isinstance(param, IntRange):
+        return trial.suggest_int(key, param.low, param.high)
+    return trial.suggest_categorical(key, param.values)
+
+
+class OptunaSpace:
+    """The Optuna space as a function of the trial (define-by-run), honouring `when`: conditions on
+    the base config, on the variant's bundle, or on parameters suggested before this one. A class,
+    not a closure, because Tune pickles the searcher with its experiment state."""
+
+    def __init__(self, study: StudyConfig):
+        self.base = study.model_dump(mode="json")
+        self.search = study.search
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        chosen: dict[str, Any] = {}
+        if self.search.variants:
+            chosen.update(self.search.variants[trial.suggest_categorical("variant", list(self.search.variants))])
+        for key, param in self.search.space.items():
+            if param.when and any(chosen.get(k, get_dotted(self.base, k)) != v for k, v in param.when.items()):
+                continue
+            chosen[key] = _suggest(trial, key, param)
+
+
+def _sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+    search = study.search
+    name = "random" if search.algorithm == "random" else search.sampler
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=search.seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=search.seed)
+
+
+class SeedRepeater(Searcher):
+    """Runs each configuration of an inner searcher once per training seed; the inner searcher sees
+    one trial per configuration whose objective is the mean over the seeds that reported it."""
+
+    def __init__(self, inner: Searcher, seeds: list[int], metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.inner, self.seeds = inner, list(seeds)
+        self.queue: list[tuple[str, dict, int]] = []
+        self.config_of: dict[str, str] = {}
+        self.results: dict[str, list[float | None]] = {}
+        self.configurations = 0
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if not self.queue:
+            config_id = f"configuration_{self.configurations}"
+            config = self.inner.suggest(config_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            self.configurations += 1
+            self.queue = [(config_id, config, seed) for seed in self.seeds]
+        config_id, config, seed = self.queue.pop(0)
+        self.config_of[trial_id] = config_id
+        return {**config, SEED_KEY: seed}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        config_id = self.config_of.pop(trial_id, None)
+        if config_id is None:
+            return
+        value = None if error or not result else result.get(self.metric)
+        scores = self.results.setdefault(config_id, [])
+        scores.append(value)
+        if len(scores) == len(self.seeds):
+            measured = [v for v in self.results.pop(config_id) if v is not None]
+            if measured:
+                self.inner.on_trial_complete(config_id, {self.metric: statistics.fmean(measured)})
+            else:
+                self.inner.on_trial_complete(config_id, None, error=True)
+
+    def save(self, checkpoint_path: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            inner_file = Path(folder) / "inner.pkl"
+            self.inner.save(str(inner_file))
+            inner = inner_file.read_bytes()
+        state = {k: v for k, v in self.__dict__.items() if k != "inner"}
+        Path(checkpoint_path).write_bytes(pickle.dumps((state, inner)))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state, inner = pickle.loads(Path(checkpoint_path).read_bytes())
+        self.__dict__.update(state)
+        with tempfile.TemporaryDirectory() as folder:
+            inner_file = Path(folder) / "inner.pkl"
+            inner_file.write_bytes(inner)
+            self.inner.restore(str(inner_file))
+
+
+def searcher_and_space(study: StudyConfig, optuna_storage: str) -> tuple[Searcher | None, dict[str, Any], int]:
+    """(search algorithm or None for Tune's grid/variant generator, Tune param space, Tune num_samples)."""
+    search = study.search
+    seeds = search.seeds
+    if search.algorithm == "grid":
+        space: dict[str, Any] = {key: tune.grid_search(list(p.values)) for key, p in search.space.items()}
+        if search.variants:
+            space["variant"] = tune.grid_search(list(search.variants))
+        if seeds:
+            space[SEED_KEY] = tune.grid_search(list(seeds))
+        return None, space, 1
+    if not search.space and not search.variants:
+        space = {SEED_KEY: tune.grid_search(list(seeds))} if seeds else {}
+        return None, space, search.num_samples
+    optuna_search = OptunaSearch(
+        space=OptunaSpace(study),
+        sampler=_sampler(study),
+        study_name=study.name,
+        storage=optuna.storages.RDBStorage(optuna_storage),
+        metric=search.metric,
+        mode=search.mode,
+    )
+    if seeds:
+        return SeedRepeater(optuna_search, seeds, search.metric, search.mode), {}, search.num_samples * len(seeds)
+    return optuna_search, {}, search.num_samples
+
+
+def scheduler(study: StudyConfig) -> AsyncHyperBandScheduler | None:
+    asha = study.search.asha
+    if asha is None:
+        return None
+    return AsyncHyperBandScheduler(
+        time_attr="training_iteration",
+        max_t=study.train.epochs + study.train.crt_epochs,
+        grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor,
+    )
