@@ -1,4 +1,4 @@
-"""Command line: run | resume | validate | data describe. Thin: parse, call, print.
+"""Command line: run | resume | validate | report | data describe. Thin: parse, call, print.
 
 Every error a user can cause (a bad study file, an override, a data folder) is a StudyError: one
 line on stderr naming the key or file, exit status 2, nothing written.
@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("study", type=Path, help="the study YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
 
+    report = commands.add_parser("report", help="tables and figures of one or more studies", description="Write report.md, tables (Markdown, LaTeX, CSV) and figures of one study, or of several merged (ablation columns per study and ratio). Works on running and interrupted studies.")
+    report.add_argument("names", nargs="+", metavar="NAME", help="study names (folders under --results)")
+    report.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    report.add_argument("--format", default="md,latex,csv", help="table formats, comma-separated (default: md,latex,csv)")
+    report.add_argument("--baseline", metavar="ROW", help='differences against this configuration: a variant name ("CE") or key=value pairs')
+
     data = commands.add_parser("data", help="inspect a study's data", description="Inspect the data a study would train on.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     describe = data_commands.add_parser("describe", help="per-class train/val/test counts, groups and profile", description="Print per-class train / val / test counts, the many/medium/few groups and the long-tailed profile.")
@@ -46,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
     describe.add_argument("--plot", type=Path, metavar="FILE.png", help="also save the profile as a PNG")
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ncstudy.report import build_report
+    from ncstudy.tables import FORMATS
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise StudyError(f"--format: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(FORMATS)}")
+    out = build_report(args.names, args.results, formats, args.baseline)
+    print((out / "report.md").read_text())
+    print(f"written: {out / 'report.md'}, {out / 'tables'}/, {out / 'figures'}/")
+    return 0
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -105,7 +125,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _print_outcome(outcome) -> None:
     print(f"\n{outcome.finished} trials finished, {outcome.failed} failed")
-    print(f"table:    {outcome.folder / 'report.md'}")
+    print(f"report:   {outcome.folder / 'report.md'} (tables/ and figures/ beside it)")
     print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}")
     print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")
     report = outcome.folder / "report.md"
@@ -116,7 +136,7 @@ def _print_outcome(outcome) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "resume": _resume, "validate": _validate, "data": _data}
+    handlers = {"run": _run, "resume": _resume, "validate": _validate, "data": _data, "report": _report}
     try:
         return handlers[args.command](args)
     except StudyError as error:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,3 +96,41 @@ def accuracy_vs_count(curves: dict[str, tuple[Sequence[int], Sequence[float]]], 
     axes.set_ylabel("test accuracy (%)")
     axes.legend(fontsize=7)
     return _save(figure, path)
+
+
+def metric_curves(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, path: Path, log: bool = False
+) -> Path:
+    """One line per variant: (epochs, values) of a metric over training."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(5.5, 3.5))
+    for label, (epochs, values) in curves.items():
+        axes.plot(epochs, values, marker="o", label=label)
+    if log:
+        axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def optuna_figures(study, folder: Path) -> list[Path]:
+    """Optimization history, parameter importances and parallel coordinates of an Optuna study
+    (optuna.visualization.matplotlib); a plot that needs more completed trials is skipped."""
+    import optuna
+    import optuna.visualization.matplotlib as plots
+
+    _pyplot()
+    written = []
+    for name, plot in (("optuna_history", plots.plot_optimization_history),
+                       ("optuna_importances", plots.plot_param_importances),
+                       ("optuna_parallel", plots.plot_parallel_coordinate)):  # fmt: skip
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = plot(study)
+        except (ValueError, RuntimeError):  # e.g. importances need two completed trials and a varying parameter
+            continue
+        figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+        written.append(_save(figure, folder / f"{name}.png"))
+    return written

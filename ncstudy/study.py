@@ -40,7 +40,8 @@ from ncstudy.data.sources import Source
 from ncstudy.errors import StudyError
 from ncstudy.progress import StudyProgress
 from ncstudy.search import planned_trials, scheduler, searcher_and_space
-from ncstudy.results import collect, report_markdown, write_parquet, write_text
+from ncstudy.report import build_report
+from ncstudy.results import read_experiment, write_parquet, write_text
 from ncstudy.tracking import PARENT_TAG, TRIAL_TAG, MlflowReportCallback, StudyTracker, flatten, run_status, tracking_uri
 from ncstudy.train import train_loop_per_worker
 
@@ -307,14 +308,17 @@ def _fit_and_finish(tuner, study, paths, tracker, parent_run_id) -> StudyOutcome
         [tracker.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
     )
     run_ids = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in children}
-    trials, epochs = collect(grid, run_ids)
+    trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs)
+    finished = trials[trials["status"] == "finished"].drop(columns=["status"]) if len(trials) else trials
+    finished = finished.assign(mlflow_run_id=finished["trial_id"].map(run_ids)) if len(finished) else finished
     failed = sum(1 for result in grid if result.error is not None)
-    write_parquet(trials, paths.folder / "trials.parquet")
+    write_parquet(finished, paths.folder / "trials.parquet")
     write_parquet(epochs, paths.folder / "epochs.parquet")
-    report = report_markdown(study.name, trials, study.search.metric, study.search.mode, failed, planned_trials(study))
-    write_text(report, paths.folder / "report.md")
+    build_report([study.name], paths.results)
     tracker.log_artifacts(
-        parent_run_id, [paths.folder / "report.md", paths.folder / "trials.parquet", paths.folder / "epochs.parquet"]
-    )
-    tracker.finish(parent_run_id, run_status(failed=len(trials) == 0))
-    return StudyOutcome(paths.folder, len(trials), failed, tracker.uri, parent_run_id)
+        parent_run_id,
+        [paths.folder / "report.md", paths.folder / "trials.parquet", paths.folder / "epochs.parquet",
+         paths.folder / "tables", paths.folder / "figures"],
+    )  # fmt: skip
+    tracker.finish(parent_run_id, run_status(failed=len(finished) == 0))
+    return StudyOutcome(paths.folder, len(finished), failed, tracker.uri, parent_run_id)

@@ -105,8 +105,11 @@ class StudyTracker:
             self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
+        """Files as artifacts at the top level, folders under their own name."""
         for path in paths:
-            if path.exists():
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            elif path.exists():
                 self.client.log_artifact(run_id, str(path))
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:

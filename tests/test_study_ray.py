@@ -71,13 +71,13 @@ def test_mlflow_has_one_parent_and_a_finished_child_per_trial(finished_study):
 def test_report_has_the_many_medium_few_table(finished_study):
     _, results, _ = finished_study
     report = (results / "integration" / "report.md").read_text()
-    assert "| All | Many | Medium | Few |" in report
+    assert "| All | Many (3) | Medium (4) | Few (3) | n |" in report
     trials = pd.read_parquet(results / "integration" / "trials.parquet")
     best = trials.sort_values("val_acc_all", ascending=False).iloc[0]
-    first_row = [line for line in report.splitlines() if line.startswith("| 1 |")][0]
-    assert best["trial_id"] in first_row
+    table = report[report.index("### Head / medium / tail") :]
+    first_row = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()][0]
     expected = "-" if math.isnan(best["acc_few"]) else f"{100 * best['acc_few']:.1f}"
-    assert expected in first_row
+    assert f"{best['param.regularizer.lambda_within']:.4g}" in first_row and expected in first_row
 
 
 def test_running_the_same_study_again_is_refused(finished_study):
@@ -95,3 +95,26 @@ def test_an_unschedulable_trial_is_refused_before_anything_is_written(ray_sessio
     with pytest.raises(StudyError, match="needs 1 CPU and 0.5 GPU.*gpus_per_worker=0"):
         run_study(study, tmp_path / "results")
     assert not (tmp_path / "results").exists()
+
+
+def test_report_writes_every_format_and_figure_and_marks_unfinished_trials(finished_study, tmp_path):
+    import shutil
+
+    from ncstudy.report import build_report
+
+    _, results, _ = finished_study
+    folder = results / "integration"
+    for name in ("shot", "nc", "nc_groups"):
+        for suffix in (".md", ".tex", ".csv"):
+            assert (folder / "tables" / f"{name}{suffix}").exists(), name + suffix
+    assert "\\toprule" in (folder / "tables" / "shot.tex").read_text()
+    figures = {p.name for p in (folder / "figures").glob("*.png")}
+    assert {"accuracy_vs_count.png", "nc1_over_epochs.png", "angles_best.png", "norms_best.png", "optuna_history.png"} <= figures
+
+    # a study cut short: one trial stopped after its first epoch
+    copy = tmp_path / "results"
+    shutil.copytree(folder, copy / "integration", ignore=shutil.ignore_patterns("train"))
+    result_file = sorted((copy / "integration" / "ray" / "tune").glob("*/result.json"))[0]
+    result_file.write_text(result_file.read_text().splitlines()[0] + "\n")
+    report = (build_report(["integration"], copy) / "report.md").read_text()
+    assert "1 trials finished of 2 started" in report and "(1/2 epochs)" in report

@@ -1,0 +1,206 @@
+"""`python -m ncstudy report NAME [NAME ...]`: the tables and figures a long-tailed paper needs.
+
+Reads each study's trials from Ray Tune's experiment folder (ncstudy.results), so it works on a study
+that is still running or was cut short (unfinished trials are listed, not averaged). Configurations
+are the trials' searched parameters without the training seed; over seeds a configuration is shown
+as mean ± std (ncstudy.tables). Writes, under RESULTS/NAME (or RESULTS/report-NAME1-NAME2 for
+several studies): report.md, tables/*.md|tex|csv and figures/*.png.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ncstudy.config import StudyConfig, load_study
+from ncstudy.errors import StudyError
+from ncstudy.metrics import frequency_groups
+from ncstudy.figures import accuracy_vs_count, angle_heatmap, metric_curves, norm_bars, optuna_figures
+from ncstudy.results import read_experiment, write_text
+from ncstudy.tables import ablation_table, nc_table, paired_differences, shot_table, to_markdown, write_tables
+
+SEED = "param.train.seed"
+RATIO = "param.data.imbalance.ratio"
+VARIANT = "param.variant"
+GROUP_NC = ["nc1_many", "nc1_medium", "nc1_few", "min_angle_many_deg", "min_angle_medium_deg", "min_angle_few_deg",
+            "min_angle_many_few_deg"]  # fmt: skip
+MOST_CURVES = 6
+
+
+@dataclass
+class StudyResults:
+    name: str
+    folder: Path
+    config: StudyConfig
+    trials: pd.DataFrame  # every trial, with status
+    epochs: pd.DataFrame
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        return self.trials[self.trials["status"] == "finished"] if len(self.trials) else self.trials
+
+    @property
+    def by(self) -> list[str]:
+        """The configuration columns: searched parameters except the training seed."""
+        return [c for c in self.trials.columns if c.startswith("param.") and c != SEED]
+
+
+def load_results(results: Path, name: str) -> StudyResults:
+    folder = results / name
+    if not (folder / "study.yaml").exists():
+        raise StudyError(f"{folder}: no study named {name!r} (expected {folder / 'study.yaml'})")
+    config = load_study(folder / "study.yaml")
+    total_epochs = config.train.epochs + config.train.crt_epochs
+    trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs)
+    if trials.empty and (folder / "trials.parquet").exists():  # a copied study without Ray's folder
+        trials = pd.read_parquet(folder / "trials.parquet").assign(status="finished")
+        epochs = pd.read_parquet(folder / "epochs.parquet") if (folder / "epochs.parquet").exists() else pd.DataFrame()
+    if len(trials) and RATIO not in trials:
+        trials[RATIO] = config.data.imbalance.ratio  # a fixed ratio still names the ablation column
+    return StudyResults(name, folder, config, trials, epochs)
+
+
+def _value_text(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "none"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _labels(study: StudyResults) -> pd.Series:
+    """A short name per trial's configuration: the variant, or its searched values that vary."""
+    finished = study.finished
+    if VARIANT in finished:
+        return finished[VARIANT].astype(str)
+    varying = [c for c in study.by if finished[c].nunique(dropna=False) > 1]
+    if not varying:
+        return pd.Series(study.name, index=finished.index)
+    return finished[varying].apply(
+        lambda row: ", ".join(f"{c.rsplit('.', 1)[-1]}={_value_text(v)}" for c, v in row.items()), axis=1
+    )
+
+
+def _baseline(text: str) -> dict:
+    """--baseline "CE" (a variant) or "regularizer.lambda_within=0,regularizer.lambda_between=0"."""
+    if "=" not in text:
+        return {"variant": text}
+    pairs = dict(part.split("=", 1) for part in text.split(","))
+    return {k.strip(): pd.to_numeric(v.strip(), errors="ignore") for k, v in pairs.items()}
+
+
+def study_tables(study: StudyResults, baseline: str | None) -> dict:
+    finished, by = study.finished, study.by
+    if finished.empty:
+        return {}
+    tables = {
+        "shot": shot_table(finished, by, sort_by=study.config.search.metric),
+        "nc": nc_table(finished, by),
+        "nc_groups": nc_table(finished, by, columns=GROUP_NC),
+    }
+    if baseline:
+        try:
+            tables["differences"] = paired_differences(finished, by, _baseline(baseline), seed_column=SEED)
+        except ValueError as error:
+            raise StudyError(f"--baseline {baseline!r}: {error}") from None
+    return tables
+
+
+def _collapse_file(row: pd.Series) -> Path | None:
+    path = row.get("checkpoint_path")
+    if not isinstance(path, str):
+        return None
+    file = Path(path) / "collapse.npz"
+    return file if file.exists() else None
+
+
+def study_figures(study: StudyResults, folder: Path) -> list[Path]:
+    finished = study.finished
+    if finished.empty:
+        return []
+    written = []
+    labels = _labels(study)
+    order = finished.assign(label=labels).groupby("label")[study.config.search.metric].mean()
+    best_labels = order.sort_values(ascending=study.config.search.mode == "min").index[:MOST_CURVES]
+    curves = {}
+    for label in best_labels:
+        arrays = [np.load(f) for f in (_collapse_file(r) for _, r in finished[labels == label].iterrows()) if f]
+        if arrays:
+            accuracy = np.nanmean([a["test_per_class_accuracy"] for a in arrays], axis=0)
+            curves[label] = (arrays[0]["train_counts"], accuracy)
+    if curves:
+        written.append(accuracy_vs_count(curves, folder / "accuracy_vs_count.png"))
+    if "nc1" in study.epochs:
+        measured = study.epochs.dropna(subset=["nc1"]).merge(finished[["trial_id"]].assign(label=labels))
+        for key, ylabel, log in (("nc1", "NC1 (training features)", True), ("min_angle_deg", "smallest angle (degrees)", False)):
+            means = measured[measured["label"].isin(best_labels)].groupby(["label", "epoch"])[key].mean()
+            lines = {label: (means[label].index.tolist(), means[label].tolist()) for label in best_labels if label in means}
+            if lines:
+                written.append(metric_curves(lines, ylabel, folder / f"{key}_over_epochs.png", log))
+    metric = study.config.search.metric
+    best = finished.sort_values(metric, ascending=study.config.search.mode == "min").iloc[0]
+    file = _collapse_file(best)
+    if file:
+        arrays = np.load(file)
+        groups = frequency_groups(arrays["train_counts"].tolist(), study.config.data.shot_split)
+        written.append(angle_heatmap(arrays["angles_deg"], folder / "angles_best.png", f"best trial {best['trial_id']}: angles between centred class means"))
+        written.append(norm_bars(arrays["mean_norms"], groups, folder / "norms_best.png"))
+    optuna_db = study.folder / "optuna.db"
+    if optuna_db.exists():
+        import optuna
+
+        try:
+            optuna_study = optuna.load_study(study_name=study.name, storage=f"sqlite:///{optuna_db.resolve()}")
+            written += optuna_figures(optuna_study, folder)
+        except KeyError:  # no Optuna study of that name (a grid study)
+            pass
+    return written
+
+
+def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("md", "latex", "csv"), baseline: str | None = None) -> Path:
+    """Write report.md, tables/ and figures/ for one study (into its folder) or several (merged)."""
+    studies = [load_results(results, name) for name in names]
+    out = studies[0].folder if len(studies) == 1 else results / f"report-{'-'.join(names)}"
+    sections, tables = [], {}
+    for study in studies:
+        prefix = "" if len(studies) == 1 else f"{study.name}_"
+        own = study_tables(study, baseline)
+        tables.update({f"{prefix}{key}": table for key, table in own.items()})
+        sections.append(_study_section(study, own))
+    variant_studies = {s.name: s.finished for s in studies if VARIANT in s.finished}
+    if variant_studies:
+        tables["ablation"] = ablation_table(variant_studies, variant_column=VARIANT, ratio_column=RATIO)
+        sections.append("## Ablation (test accuracy, all classes, mean ± std over seeds)\n\n" + to_markdown(tables["ablation"]))
+    write_tables(tables, out / "tables", formats)
+    figures = [f for study in studies for f in study_figures(study, out / "figures" / (study.name if len(studies) > 1 else ""))]
+    if figures:
+        sections.append("## Figures\n\n" + "\n".join(f"![{f.stem}]({f.relative_to(out)})" for f in figures))
+    sections.append(f"Every table is also in `tables/` as Markdown, LaTeX (booktabs) and CSV ({', '.join(formats)}).")
+    write_text(f"# Report: {', '.join(names)}\n\n" + "\n\n".join(sections) + "\n", out / "report.md")
+    return out
+
+
+def _study_section(study: StudyResults, tables: dict) -> str:
+    finished, everything = study.finished, study.trials
+    search = study.config.search
+    lines = [f"## Study `{study.name}`", ""]
+    lines.append(
+        f"{len(finished)} trials finished of {len(everything)} started. Objective: `{search.metric}` ({search.mode}) on "
+        "the validation split; the accuracy columns are on the test set, in percent, mean ± std over seeds where a "
+        "configuration ran with several; a group's accuracy is the mean of its classes' accuracies and its header "
+        "gives its class count; `-` marks an empty group; bold is the best per column."
+    )
+    unfinished = everything[everything["status"] != "finished"] if len(everything) else everything
+    if len(unfinished):
+        total = study.config.train.epochs + study.config.train.crt_epochs
+        listed = ", ".join(f"{r.trial_id} ({r.epochs_done}/{total} epochs)" for r in unfinished.itertuples())
+        lines += ["", f"Unfinished (not in the tables): {listed}."]
+    if "shot" in tables:
+        lines += ["", "### Head / medium / tail accuracy", "", to_markdown(tables["shot"])]
+        lines += ["### Neural collapse (training features, final epoch)", "", to_markdown(tables["nc"])]
+        lines += ["### Neural collapse by frequency group", "", to_markdown(tables["nc_groups"])]
+    if "differences" in tables:
+        lines += ["### Differences against the baseline (paired by seed, 95% t-interval, percentage points)", "",
+                  to_markdown(tables["differences"])]  # fmt: skip
+    return "\n".join(lines)
