@@ -84,6 +84,20 @@ def _sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=search.seed)
 
 
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that survives a resume. Tune saves its experiment state every few seconds, the
+    Optuna storage on every event, so after an interruption Tune may re-run a trial that Optuna
+    already recorded as finished; its intermediate reports are then refused by Optuna
+    (UpdateFinishedTrialError) and would end the study. The storage already holds that trial's
+    outcome, so they are dropped (and OptunaSearch already ignores the repeated completion)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+
 class SeedRepeater(Searcher):
     """Runs each configuration of an inner searcher once per training seed; the inner searcher sees
     one trial per configuration whose objective is the mean over the seeds that reported it."""
@@ -153,7 +167,7 @@ def searcher_and_space(study: StudyConfig, optuna_storage: str) -> tuple[Searche
     if not search.space and not search.variants:
         space = {SEED_KEY: tune.grid_search(list(seeds))} if seeds else {}
         return None, space, search.num_samples
-    optuna_search = OptunaSearch(
+    optuna_search = ResumableOptunaSearch(
         space=OptunaSpace(study),
         sampler=_sampler(study),
         study_name=study.name,

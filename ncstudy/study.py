@@ -42,7 +42,7 @@ from ncstudy.progress import StudyProgress
 from ncstudy.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.report import build_report
 from ncstudy.results import read_experiment, write_parquet, write_text
-from ncstudy.tracking import PARENT_TAG, TRIAL_TAG, MlflowReportCallback, StudyTracker, flatten, run_status, tracking_uri
+from ncstudy.tracking import TRIAL_TAG, MlflowReportCallback, StudyTracker, flatten, run_status, tracking_uri
 from ncstudy.train import train_loop_per_worker
 
 TUNE_EXPERIMENT = "tune"
@@ -94,6 +94,9 @@ def init_ray(address: str | None, verbose: bool = False) -> bool:
         "runtime_env": {"env_vars": RAY_ENV},
     }
     address = address or os.environ.get("RAY_ADDRESS")
+    if address == "local":  # a fresh local instance even when a cluster is running here
+        ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
+        return False
     if address:
         ray.init(address=address, **quiet)
         return True
@@ -247,6 +250,9 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
     """Run a fresh study: validate the data, write study.yaml, search, write results and the report."""
     paths = StudyPaths(results.resolve(), study.name)
     if paths.config_file.exists() and not restart:
+        if is_unfinished(results, study.name) and load_study(paths.config_file) == study:
+            print(f"{paths.folder} holds an unfinished run of this study: resuming it (--restart starts afresh)")
+            return resume_study(study.name, results, verbose)
         raise StudyError(
             f"{paths.folder}: a study named {study.name!r} is already there; "
             f"`python -m ncstudy resume {study.name}` continues it, `run --restart` replaces it"
@@ -280,34 +286,43 @@ def _closing_on_error(tracker: StudyTracker, parent_run_id: str):
 
 
 def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcome:
-    """Continue an interrupted study from its Tune experiment folder (first version: Tune's restore)."""
+    """Continue an interrupted study to its planned trial count: Tune restores the experiment and the
+    searcher's state (the Optuna storage lives in the study folder too); finished trials are kept,
+    unfinished ones resume from their last checkpoint, errored ones stay errored; MLflow runs the
+    interruption left RUNNING are marked KILLED and a resumed trial reopens its own run."""
     paths = StudyPaths(results.resolve(), name)
     if not paths.config_file.exists():
         raise StudyError(f"{paths.config_file}: no study named {name!r} under {results}")
     study = load_study(paths.config_file)
-    saved = json.loads((paths.folder / "tracking.json").read_text())
+    tracking_file = paths.folder / "tracking.json"
+    if not tracking_file.exists() or not tune.Tuner.can_restore(str(paths.tune_experiment)):
+        raise StudyError(f"{paths.folder}: the study never started searching; `run --restart` starts it afresh")
+    saved = json.loads(tracking_file.read_text())
     tracker = StudyTracker(saved["tracking_uri"], study.tracking.experiment or study.name)
-    if not tune.Tuner.can_restore(str(paths.tune_experiment)):
-        raise StudyError(f"{paths.tune_experiment}: no Ray Tune experiment to resume")
     parent_run_id = saved["parent_run_id"]
+    source = preflight(study)
+    check_resources(study, init_ray(study.resources.address, verbose))
+    tracker.close_interrupted(parent_run_id)
     tracker.client.update_run(parent_run_id, status="RUNNING")
     with _closing_on_error(tracker, parent_run_id):
-        check_resources(study, init_ray(study.resources.address, verbose))
         tuner = tune.Tuner.restore(
             str(paths.tune_experiment),
-            trainable=_trainable(study, paths, tracker, parent_run_id, load_source(study.data)),
+            trainable=_trainable(study, paths, tracker, parent_run_id, source),
             resume_unfinished=True,
             resume_errored=False,
         )
         return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 
+def is_unfinished(results: Path, name: str) -> bool:
+    """A study folder whose search started but whose results were never written."""
+    folder = results.resolve() / name
+    return (folder / "tracking.json").exists() and not (folder / "trials.parquet").exists()
+
+
 def _fit_and_finish(tuner, study, paths, tracker, parent_run_id) -> StudyOutcome:
     grid = tuner.fit()
-    children = tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
-    )
-    run_ids = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in children}
+    run_ids = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in tracker.children(parent_run_id)}
     trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs)
     finished = trials[trials["status"] == "finished"].drop(columns=["status"]) if len(trials) else trials
     finished = finished.assign(mlflow_run_id=finished["trial_id"].map(run_ids)) if len(finished) else finished

@@ -89,8 +89,18 @@ class StudyTracker:
         self.client.log_artifact(run.info.run_id, str(config_file))
         return run.info.run_id
 
+    def children(self, parent_run_id: str) -> list:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
+        )
+
     def start_trial(self, parent_run_id: str, study: str, trial_id: str, params: dict[str, Any]) -> str:
-        """A child run nested under the study's parent run."""
+        """The trial's child run under the study's parent run; a trial resumed after an interruption
+        gets its own run back (set RUNNING again), so MLflow holds one run per trial."""
+        for run in self.children(parent_run_id):
+            if run.data.tags.get(TRIAL_TAG) == trial_id:
+                self.client.update_run(run.info.run_id, status="RUNNING")
+                return run.info.run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=trial_id,
@@ -98,6 +108,13 @@ class StudyTracker:
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def close_interrupted(self, parent_run_id: str) -> int:
+        """Mark the runs an interrupted attempt left RUNNING as KILLED (the ones that resume reopen)."""
+        stale = [run for run in self.children(parent_run_id) if run.info.status == "RUNNING"]
+        for run in stale:
+            self.finish(run.info.run_id, "KILLED")
+        return len(stale)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = _params(params)

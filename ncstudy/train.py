@@ -76,6 +76,7 @@ class TrialState:
         )
         self.crt_optimizer: torch.optim.Optimizer | None = None
         self.history: list[dict[str, float]] = []  # NC metrics per evaluated epoch (for nc_curves)
+        self.last_metrics: dict[str, Any] = {}  # the last report, repeated when a finished trial is restored
         self.next_epoch = 0
 
     def class_weights(self, epoch: int, counts: list[int]) -> torch.Tensor | None:
@@ -106,6 +107,7 @@ class TrialState:
             "regularizer": self.regularizer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
+            "last_metrics": self.last_metrics,
             "next_epoch": epoch + 1,
         }
         if self.regularizer.optimizer is not None:
@@ -128,6 +130,7 @@ class TrialState:
             self.model.classifier.load_state_dict(model_state)
             self.crt_optimizer.load_state_dict(state["crt_optimizer"])
         self.history = list(state["history"])
+        self.last_metrics = dict(state["last_metrics"])
         self.next_epoch = int(state["next_epoch"])
 
 
@@ -247,6 +250,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     }
     static.update({f"classes_{name}": len(members) for name, members in data.groups.items()})
     total_epochs = config.train.epochs + config.train.crt_epochs
+    if state.next_epoch >= total_epochs:
+        # Restored after the trial had finished (the driver died before Tune recorded it): say it again.
+        ray.train.report(state.last_metrics)
+        return
     for epoch in range(state.next_epoch, total_epochs):
         started = time.perf_counter()
         metrics: dict[str, Any] = {"epoch": epoch, **static}
@@ -310,6 +317,7 @@ def report(
 ) -> None:
     """Report the epoch; rank 0 attaches a checkpoint (model, centres, optimizers, NC history, next
     epoch) and, at the end, the trial's figures and per-class arrays."""
+    state.last_metrics = metrics
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return

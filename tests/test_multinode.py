@@ -184,20 +184,24 @@ def test_a_study_spreads_each_trial_over_two_nodes(tmp_path):
     shared = tmp_path / "shared-results"  # on one machine, a folder both nodes see
     cluster = TwoNodeCluster(token)
     driver_session = None
+    phases: dict[str, float] = {}
     try:
         started = time.monotonic()
         cluster.start()
         nodes = cluster.node_ids()
+        phases["two nodes up"] = time.monotonic() - started
         assert len(nodes) == 2 and sum(nodes.values()) == 1, nodes
 
         # Without token mode a driver (or a node) cannot join this cluster.
         refused = subprocess.run(
             [sys.executable, "-c", "import sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR')",
              cluster.address],
-            env={k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")},
+            env={**{k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")},
+                 "RAY_py_gcs_connect_timeout_s": "5"},  # give up sooner than the default 30 s
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert refused.returncode != 0 and "InvalidAuthToken" in refused.stderr, refused.stderr[-2000:]
+        phases["driver without token refused"] = time.monotonic() - started - sum(phases.values())
 
         command = [
             sys.executable, "-m", "ncstudy", "run", "studies/quickstart.yaml", "--results", str(shared),
@@ -218,7 +222,7 @@ def test_a_study_spreads_each_trial_over_two_nodes(tmp_path):
             output, _ = study.communicate()
             pytest.fail(f"the study did not finish in {STUDY_TIMEOUT_S} s:\n{output[-4000:]}")
         assert study.returncode == 0, output[-4000:]
-        print(f"two-node study: {time.monotonic() - started:.0f} s from the first `ray start`")
+        phases["study"] = time.monotonic() - started - sum(phases.values())
 
         folder = shared / "twonode"
         trials = pd.read_parquet(folder / "trials.parquet")
@@ -245,7 +249,10 @@ def test_a_study_spreads_each_trial_over_two_nodes(tmp_path):
                 os.killpg(driver_session, signal.SIGKILL)  # the driver has exited; nothing of it may linger
             except ProcessLookupError:
                 pass
+        stopping = time.monotonic()
         left = cluster.stop()
+        phases["stop"] = time.monotonic() - stopping
+        print("two-node test, seconds:", ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
     assert left == [], f"Ray processes of this test are still running: {left}"
     if driver_session is not None:
         assert session_processes(driver_session) == []

@@ -1,0 +1,108 @@
+"""Faults (slow: each starts its own Ray): the driver killed mid-study then `resume`, and a Train worker
+killed mid-trial. Both run the CLI in a subprocess with its own local Ray (RAY_ADDRESS=local), so the
+session's Ray instance of the other tests is not involved."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--set", "model.width=4", "--set", "model.feature_dim=16", "--set", "metrics.every=0",
+         "--set", "search.max_concurrent=1", "--set", "train.epochs=3"]  # fmt: skip
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, results: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ncstudy", *args, "--results", str(results)],
+        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert process.poll() is None, f"exited before {text!r}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{log.read_text()[-3000:]}"
+        time.sleep(1)
+
+
+def kill_session(pid: int) -> None:
+    """SIGKILL every process of the session the CLI started (driver, its Ray, its workers)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group has ended; children in other groups are swept below
+        pass
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = [p for p in os.listdir("/proc") if p.isdigit() and _session(int(p)) == pid]
+        if not left:
+            return
+        for p in left:
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_once(tmp_path):
+    results, log = tmp_path / "results", tmp_path / "run.log"
+    run = cli("run", "studies/quickstart.yaml", "--set", "name=killed", "--set", "search.num_samples=3", *QUICK,
+              results=results, log=log)  # fmt: skip
+    try:
+        wait_for(log, " finished ", run)
+    finally:
+        kill_session(run.pid)
+    assert not (results / "killed" / "trials.parquet").exists()
+
+    resume = cli("resume", "killed", results=results, log=tmp_path / "resume.log")
+    assert resume.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    trials = pd.read_parquet(results / "killed" / "trials.parquet")
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.status for r in children) == ["FINISHED"] * 3
+    assert sorted(r.info.run_id for r in children) == sorted(trials["mlflow_run_id"])
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
+
+
+def test_a_train_worker_killed_mid_trial_restarts_from_its_checkpoint(tmp_path):
+    results, log = tmp_path / "results", tmp_path / "run.log"
+    run = cli("run", "studies/quickstart.yaml", "--set", "name=workerkill", "--set", "search.num_samples=1",
+              "--set", "resources.max_failures=2", *QUICK, "--set", "train.epochs=6", results=results, log=log)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            result_files = list((results / "workerkill" / "ray" / "tune").glob("*/result.json"))
+            if result_files and result_files[0].read_text().count("\n") >= 2:  # two epochs reported
+                victim = next((int(p) for p in os.listdir("/proc") if p.isdigit() and _session(int(p)) == run.pid
+                               and b"RayTrainWorker" in Path(f"/proc/{p}/cmdline").read_bytes()), None)  # fmt: skip
+            assert run.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert victim is not None, "no Train worker found"
+        os.kill(victim, signal.SIGKILL)
+        assert run.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        kill_session(run.pid)
+    epochs = pd.read_parquet(results / "workerkill" / "epochs.parquet")
+    assert sorted(epochs["epoch"]) == list(range(6))  # every epoch once, the restarted ones deduplicated
+    assert len(pd.read_parquet(results / "workerkill" / "trials.parquet")) == 1
