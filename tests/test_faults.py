@@ -87,7 +87,7 @@ def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_o
 def test_a_train_worker_killed_mid_trial_restarts_from_its_checkpoint(tmp_path):
     results, log = tmp_path / "results", tmp_path / "run.log"
     run = cli("run", "studies/quickstart.yaml", "--set", "name=workerkill", "--set", "search.num_samples=1",
-              "--set", "resources.max_failures=2", *QUICK, "--set", "train.epochs=6", results=results, log=log)  # fmt: skip
+              "--set", "resources.max_failures=2", *QUICK, "--set", "train.epochs=40", results=results, log=log)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         victim = None
@@ -104,5 +104,5 @@ def test_a_train_worker_killed_mid_trial_restarts_from_its_checkpoint(tmp_path):
     finally:
         kill_session(run.pid)
     epochs = pd.read_parquet(results / "workerkill" / "epochs.parquet")
-    assert sorted(epochs["epoch"]) == list(range(6))  # every epoch once, the restarted ones deduplicated
+    assert sorted(epochs["epoch"]) == list(range(40))  # every epoch once, the restarted ones deduplicated
     assert len(pd.read_parquet(results / "workerkill" / "trials.parquet")) == 1
