@@ -11,7 +11,6 @@ CPUs. The TPE sampler is seeded from the study and persisted in RESULTS/<name>/o
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from ncstudy.config import (
 )
 from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
+from ncstudy.cluster import check_resources, check_shared_results, init_ray
 from ncstudy.errors import StudyError
 from ncstudy.progress import StudyProgress
 from ncstudy.search import planned_trials, scheduler, searcher_and_space
@@ -49,12 +49,6 @@ TUNE_EXPERIMENT = "tune"
 # The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
 # request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
-# Train V2 workers put each report on a queue of size 1 that the controller drains once per health
-# check (2 s by default), so short epochs would wait ~2 s per report. 0.25 s measured 10 reports in
-# 1.7 s instead of 16 s here (2 CPU cores); the controller's extra polling costs next to nothing.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
-
-
 @dataclass(frozen=True)
 class StudyPaths:
     """Where a study writes (GUIDE.md, "Outputs")."""
@@ -81,50 +75,6 @@ class StudyPaths:
     @property
     def optuna_storage(self) -> str:
         return f"sqlite:///{(self.folder / 'optuna.db').resolve()}"
-
-
-def init_ray(address: str | None, verbose: bool = False) -> bool:
-    """Join the configured or a running cluster; else start a local Ray sized to this machine.
-    Returns True when the cluster may grow (an existing cluster, possibly autoscaling)."""
-    if ray.is_initialized():
-        return False
-    quiet = {
-        "logging_level": logging.INFO if verbose else logging.WARNING,
-        "log_to_driver": verbose,
-        "runtime_env": {"env_vars": RAY_ENV},
-    }
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address == "local":  # a fresh local instance even when a cluster is running here
-        ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
-        return False
-    if address:
-        ray.init(address=address, **quiet)
-        return True
-    try:
-        ray.init(address="auto", **quiet)
-        return True
-    except ConnectionError:
-        ray.init(num_cpus=os.cpu_count(), **quiet)
-        return False
-
-
-def check_resources(study: StudyConfig, may_grow: bool) -> None:
-    """Refuse a trial that can never be scheduled here, instead of waiting for it forever."""
-    res = study.resources
-    need = {"CPU": res.num_workers * res.cpus_per_worker, "GPU": res.num_workers * res.gpus_per_worker}
-    have = ray.cluster_resources()
-    lacking = [kind for kind, amount in need.items() if amount > have.get(kind, 0.0) + 1e-9]
-    if not lacking:
-        return
-    message = (
-        f"resources: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU (num_workers x per-worker), "
-        f"the Ray cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
-    )
-    if may_grow:
-        print(f"warning: {message}; waiting for the autoscaler to add nodes", flush=True)
-        return
-    hint = "--set resources.gpus_per_worker=0" if "GPU" in lacking else "lower resources.cpus_per_worker or num_workers"
-    raise StudyError(f"{message}; {hint}")
 
 
 def run_trial(
@@ -259,6 +209,7 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
         )
     source = preflight(study)
     check_resources(study, init_ray(study.resources.address, verbose))
+    check_shared_results(paths.results)
     if restart and paths.folder.exists():
         shutil.rmtree(paths.folder)
     paths.folder.mkdir(parents=True, exist_ok=True)
@@ -302,6 +253,7 @@ def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcom
     parent_run_id = saved["parent_run_id"]
     source = preflight(study)
     check_resources(study, init_ray(study.resources.address, verbose))
+    check_shared_results(paths.results)
     tracker.close_interrupted(parent_run_id)
     tracker.client.update_run(parent_run_id, status="RUNNING")
     with _closing_on_error(tracker, parent_run_id):
