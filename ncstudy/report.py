@@ -144,7 +144,7 @@ def study_figures(study: StudyResults, folder: Path) -> list[Path]:
     if file:
         arrays = np.load(file)
         groups = frequency_groups(arrays["train_counts"].tolist(), study.config.data.shot_split)
-        written.append(angle_heatmap(arrays["angles_deg"], folder / "angles_best.png", f"best trial {best['trial_id']}: angles between centred class means"))
+        written.append(angle_heatmap(arrays["angles_deg"], folder / "angles_best.png", f"trial {best['trial_id']}: angles between class means"))
         written.append(norm_bars(arrays["mean_norms"], groups, folder / "norms_best.png"))
     optuna_db = study.folder / "optuna.db"
     if optuna_db.exists():
