@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -134,8 +135,14 @@ def _print_outcome(outcome) -> None:
         print(report.read_text())
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    """`ray job stop` and schedulers send SIGTERM: stop like Ctrl-C, so runs are marked KILLED."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     handlers = {"run": _run, "resume": _resume, "validate": _validate, "data": _data, "report": _report}
     try:
         return handlers[args.command](args)

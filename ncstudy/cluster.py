@@ -70,7 +70,7 @@ def _sees(path: str) -> bool:
     return Path(path).exists()
 
 
-def check_shared_results(results: Path) -> None:
+def check_shared_results(results: Path, tracking_uri: str | None = None) -> None:
     """On a cluster of several nodes every node must see the results folder (Ray Train checkpoints,
     the MLflow sqlite store): a marker written here is looked for from every other alive node."""
     here = ray.get_runtime_context().get_node_id()
@@ -86,6 +86,12 @@ def check_shared_results(results: Path) -> None:
         seen = ray.get([_sees.options(scheduling_strategy=strategy(node, soft=False)).remote(str(marker.resolve())) for node in others])
     finally:
         marker.unlink()
+    if not tracking_uri:
+        print(
+            f"warning: {len(others) + 1} Ray nodes log to the sqlite file under {results}; with many trials "
+            "prefer an MLflow tracking server (tracking.uri, see docs/cluster.md)",
+            flush=True,
+        )
     if not all(seen):
         if created:
             results.rmdir()

@@ -209,7 +209,7 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
         )
     source = preflight(study)
     check_resources(study, init_ray(study.resources.address, verbose))
-    check_shared_results(paths.results)
+    check_shared_results(paths.results, study.tracking.uri)
     if restart and paths.folder.exists():
         shutil.rmtree(paths.folder)
     paths.folder.mkdir(parents=True, exist_ok=True)
@@ -253,7 +253,7 @@ def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcom
     parent_run_id = saved["parent_run_id"]
     source = preflight(study)
     check_resources(study, init_ray(study.resources.address, verbose))
-    check_shared_results(paths.results)
+    check_shared_results(paths.results, study.tracking.uri)
     tracker.close_interrupted(parent_run_id)
     tracker.client.update_run(parent_run_id, status="RUNNING")
     with _closing_on_error(tracker, parent_run_id):

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -276,6 +278,15 @@ def test_a_missing_change_marker_is_caught(cluster_file, tmp_path):
     broken = tmp_path / cluster_file.name
     broken.write_text("\n".join(lines) + "\n")
     assert change_marker_problems(broken)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_every_command_is_valid_bash(cluster_file):
+    """Ray runs each command as `bash --login -c -i '... && (COMMAND)'` on the node: a quoting slip in
+    a folded YAML command would surface only there."""
+    for command in commands(ray_up_offline(load(cluster_file))):
+        checked = subprocess.run(["bash", "-n", "-c", f"true && ({command})"], capture_output=True, text=True)
+        assert checked.returncode == 0, f"{cluster_file.name}: {checked.stderr.strip()}\n{command}"
 
 
 def test_workers_join_with_the_token(cluster_file):

@@ -39,9 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 STUDY_TIMEOUT_S = 300
 START_TIMEOUT_S = 180
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="finds the processes of each node through /proc"
-)
+pytestmark = [
+    pytest.mark.slow,  # two Ray nodes and a study: minutes; CI runs it with -m slow
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes of each node through /proc"),
+]
 
 
 def free_port() -> int:
