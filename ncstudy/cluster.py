@@ -89,7 +89,7 @@ def check_shared_results(results: Path, tracking_uri: str | None = None) -> None
     if not tracking_uri:
         print(
             f"warning: {len(others) + 1} Ray nodes log to the sqlite file under {results}; with many trials "
-            "prefer an MLflow tracking server (tracking.uri, see README.md, "Running a study on a GPU cluster")",
+            "prefer an MLflow tracking server (tracking.uri; README.md, Running a study on a GPU cluster)",
             flush=True,
         )
     if not all(seen):
