@@ -54,9 +54,11 @@ def load_results(results: Path, name: str) -> StudyResults:
         raise StudyError(f"{folder}: no study named {name!r} (expected {folder / 'study.yaml'})")
     config = load_study(folder / "study.yaml")
     total_epochs = config.train.epochs + config.train.crt_epochs
-    trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs)
-    if trials.empty and (folder / "trials.parquet").exists():  # a copied study without Ray's folder
-        trials = pd.read_parquet(folder / "trials.parquet").assign(status="finished")
+    written = pd.read_parquet(folder / "trials.parquet") if (folder / "trials.parquet").exists() else None
+    stopped = set(written.loc[written["status"] == "stopped", "trial_id"]) if written is not None and "status" in written else set()
+    trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs, stopped)
+    if trials.empty and written is not None:  # a copied study without Ray's folder
+        trials = written if "status" in written else written.assign(status="finished")
         epochs = pd.read_parquet(folder / "epochs.parquet") if (folder / "epochs.parquet").exists() else pd.DataFrame()
     if len(trials) and RATIO not in trials:
         trials[RATIO] = config.data.imbalance.ratio  # a fixed ratio still names the ablation column
@@ -191,7 +193,10 @@ def _study_section(study: StudyResults, tables: dict) -> str:
         "configuration ran with several; a group's accuracy is the mean of its classes' accuracies and its header "
         "gives its class count; `-` marks an empty group; bold is the best per column."
     )
-    unfinished = everything[everything["status"] != "finished"] if len(everything) else everything
+    stopped = everything[everything["status"] == "stopped"] if len(everything) else everything
+    if len(stopped):
+        lines += ["", f"Stopped early by ASHA (not in the tables): {', '.join(stopped['trial_id'])}."]
+    unfinished = everything[everything["status"] == "unfinished"] if len(everything) else everything
     if len(unfinished):
         total = study.config.train.epochs + study.config.train.crt_epochs
         listed = ", ".join(f"{r.trial_id} ({r.epochs_done}/{total} epochs)" for r in unfinished.itertuples())

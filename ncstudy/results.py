@@ -2,7 +2,8 @@
 (RESULTS/<name>/ray/tune/<trial>/params.json and result.json), so the same reader serves a finished
 study, a running one and one that was cut short; and trials.parquet / epochs.parquet written from it.
 
-A trial is finished when its last report is the last epoch (main stage plus cRT). Reports repeated
+A trial is finished when its last report is the last epoch (main stage plus cRT), stopped when the
+scheduler (ASHA) ended it early, unfinished otherwise (running, killed, failed). Reports repeated
 after a worker restart (the epochs since the last checkpoint) are kept once, the latest. Files are
 written to a temporary name and renamed, so a reader never sees half a file.
 """
@@ -35,9 +36,12 @@ def _reports(trial_folder: Path) -> list[dict]:
     return rows
 
 
-def read_experiment(tune_folder: Path, total_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, epochs): a row per trial (trial_id, status finished/unfinished, epochs_done, param.*,
-    its last report, checkpoint_path); a row per trial per reported epoch."""
+def read_experiment(
+    tune_folder: Path, total_epochs: int, stopped: set[str] = frozenset()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs): a row per trial (trial_id, status finished/stopped/unfinished, epochs_done,
+    param.*, its last report, checkpoint_path); a row per trial per reported epoch. `stopped`: the
+    ids of trials the scheduler ended early (Tune's result grid knows them; trials.parquet keeps them)."""
     trial_rows, epoch_frames = [], []
     for folder in sorted(p for p in tune_folder.glob("*") if (p / "params.json").exists()):
         params = json.loads((folder / "params.json").read_text())
@@ -46,7 +50,8 @@ def read_experiment(tune_folder: Path, total_epochs: int) -> tuple[pd.DataFrame,
         by_epoch = {int(r["epoch"]): r for r in reports if "epoch" in r}  # the latest report of each epoch
         last = by_epoch[max(by_epoch)] if by_epoch else {}
         finished = bool(by_epoch) and max(by_epoch) == total_epochs - 1
-        row = {"trial_id": trial_id, "status": "finished" if finished else "unfinished", "epochs_done": len(by_epoch)}
+        status = "finished" if finished else "stopped" if trial_id in stopped else "unfinished"
+        row = {"trial_id": trial_id, "status": status, "epochs_done": len(by_epoch)}
         row.update({f"param.{k}": v for k, v in params.items()})
         row.update({k: v for k, v in last.items() if k not in TUNE_BOOKKEEPING and k != "trial_id"})
         trial_rows.append(row)

@@ -275,11 +275,12 @@ def is_unfinished(results: Path, name: str) -> bool:
 def _fit_and_finish(tuner, study, paths, tracker, parent_run_id) -> StudyOutcome:
     grid = tuner.fit()
     run_ids = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in tracker.children(parent_run_id)}
-    trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs)
-    finished = trials[trials["status"] == "finished"].drop(columns=["status"]) if len(trials) else trials
-    finished = finished.assign(mlflow_run_id=finished["trial_id"].map(run_ids)) if len(finished) else finished
+    ended = {r.metrics.get("trial_id") for r in grid if r.error is None and r.metrics}
+    trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs, ended)
+    done = trials[trials["status"] != "unfinished"] if len(trials) else trials
+    done = done.assign(mlflow_run_id=done["trial_id"].map(run_ids)) if len(done) else done
     failed = sum(1 for result in grid if result.error is not None)
-    write_parquet(finished, paths.folder / "trials.parquet")
+    write_parquet(done, paths.folder / "trials.parquet")
     write_parquet(epochs, paths.folder / "epochs.parquet")
     build_report([study.name], paths.results)
     tracker.log_artifacts(
@@ -287,5 +288,5 @@ def _fit_and_finish(tuner, study, paths, tracker, parent_run_id) -> StudyOutcome
         [paths.folder / "report.md", paths.folder / "trials.parquet", paths.folder / "epochs.parquet",
          paths.folder / "tables", paths.folder / "figures"],
     )  # fmt: skip
-    tracker.finish(parent_run_id, run_status(failed=len(finished) == 0))
-    return StudyOutcome(paths.folder, len(finished), failed, tracker.uri, parent_run_id)
+    tracker.finish(parent_run_id, run_status(failed=len(done) == 0))
+    return StudyOutcome(paths.folder, len(done), failed, tracker.uri, parent_run_id)
