@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set train.epochs=2 (repeatable; VALUE is read as YAML)")
     run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--restart", action="store_true", help="replace an existing study of the same name")
+    run.add_argument("--fail-fast", action="store_true", help="stop the study at the first failed trial (default: record it and go on)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
 
     resume = commands.add_parser("resume", help="continue an interrupted study", description="Continue an interrupted study to its planned trial count.")
@@ -99,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, args.overrides)
     _quiet_libraries(args.verbose)
-    outcome = run_study(study, args.results, restart=args.restart, verbose=args.verbose)
+    outcome = run_study(study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast)
     _print_outcome(outcome)
     return 0 if outcome.finished else 1
 

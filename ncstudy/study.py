@@ -120,20 +120,21 @@ def run_trial(
         tracker.finish(run_id, run_status(failed))
 
 
-def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool) -> tune.RunConfig:
+def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_fast: bool = False) -> tune.RunConfig:
     """Tune's experiment folder under the study; our compact progress lines, Tune's tables with -v."""
     return tune.RunConfig(
         name=TUNE_EXPERIMENT,
         storage_path=str(paths.ray_storage.resolve()),
-        failure_config=tune.FailureConfig(max_failures=0),
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=fail_fast),
         callbacks=[StudyProgress(planned_trials(study), study.train.epochs + study.train.crt_epochs, study.search.metric)],
         verbose=1 if verbose else 0,
     )
 
 
 def build_tuner(
-    study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source, verbose: bool = False
-) -> tune.Tuner:
+    study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source,
+    verbose: bool = False, fail_fast: bool = False,
+) -> tune.Tuner:  # fmt: skip
     """The Tuner for a fresh study."""
     searcher, param_space, num_samples = searcher_and_space(study, paths.optuna_storage)
     return tune.Tuner(
@@ -147,7 +148,7 @@ def build_tuner(
             num_samples=num_samples,
             max_concurrent_trials=study.search.max_concurrent,
         ),
-        run_config=_tune_run_config(study, paths, verbose),
+        run_config=_tune_run_config(study, paths, verbose, fail_fast),
     )
 
 
@@ -196,7 +197,9 @@ def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, par
     )
 
 
-def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose: bool = False) -> StudyOutcome:
+def run_study(
+    study: StudyConfig, results: Path, restart: bool = False, verbose: bool = False, fail_fast: bool = False
+) -> StudyOutcome:
     """Run a fresh study: validate the data, write study.yaml, search, write results and the report."""
     paths = StudyPaths(results.resolve(), study.name)
     if paths.config_file.exists() and not restart:
@@ -219,7 +222,7 @@ def run_study(study: StudyConfig, results: Path, restart: bool = False, verbose:
     parent_run_id = tracker.start_study(study.name, study.model_dump(mode="json"), paths.config_file)
     write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": tracker.uri}), paths.folder / "tracking.json")
     with _closing_on_error(tracker, parent_run_id):
-        tuner = build_tuner(study, paths, tracker, parent_run_id, source, verbose)
+        tuner = build_tuner(study, paths, tracker, parent_run_id, source, verbose, fail_fast)
         return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 

@@ -54,3 +54,18 @@ def test_same_seeds_give_identical_metrics(ray_session, tmp_path):
         frames.append(trials.drop(columns=["trial_id", "mlflow_run_id", "epoch_time_s"]).sort_values("param.regularizer.lambda_within").reset_index(drop=True))
     numeric = frames[0].select_dtypes("number").columns
     pd.testing.assert_frame_equal(frames[0][numeric], frames[1][numeric])
+
+
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(ray_session, tmp_path):
+    import mlflow
+
+    study = load_study(QUICKSTART, [*TINY, "name=failing", "train.epochs=2", "search.algorithm=grid", "search.space={}",
+        "search.variants={ok: {}, diverges: {train.lr: 1.0e+12, train.warmup_epochs: 0}}"])  # fmt: skip
+    outcome = run_study(study, tmp_path)
+    assert outcome.finished == 1 and outcome.failed == 1
+    trials = pd.read_parquet(tmp_path / "failing" / "trials.parquet")
+    assert trials["param.variant"].tolist() == ["ok"]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
+    statuses = sorted(r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert statuses == ["FAILED", "FINISHED"]

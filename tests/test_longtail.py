@@ -8,6 +8,17 @@ CIFAR10_LT_100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 def test_cifar10_lt_exp_profile_matches_ldam_drw():
     assert class_counts(5000, 10, 100) == CIFAR10_LT_100
+    assert class_counts(5000, 10, 50) == [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100]
+    assert class_counts(5000, 10, 10) == [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]
+
+
+@pytest.mark.parametrize("ratio, tail", [(100, 5), (50, 10), (10, 50)])
+def test_cifar100_lt_ends_and_step_profiles(ratio, tail):
+    counts = class_counts(500, 100, ratio)
+    assert len(counts) == 100 and counts[0] == 500 and counts[-1] == tail
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert class_counts(500, 100, ratio, profile="step") == [500] * 50 + [tail] * 50
+    assert class_counts(5000, 10, ratio, profile="step") == [5000] * 5 + [5000 // ratio] * 5
 
 
 @pytest.mark.parametrize(
