@@ -11,7 +11,6 @@ CPUs. The TPE sampler is seeded from the study and persisted in RESULTS/<name>/o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass

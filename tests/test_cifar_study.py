@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from ncstudy.config import load_study
 from ncstudy.study import run_study

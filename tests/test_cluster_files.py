@@ -295,7 +295,7 @@ def test_workers_join_with_the_token(cluster_file):
     config = load(cluster_file)
     assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
     assert any("export RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in config["setup_commands"])
-    assert any(f"--address=$RAY_HEAD_IP:6379" in c for c in config["worker_start_ray_commands"])
+    assert any("--address=$RAY_HEAD_IP:6379" in c for c in config["worker_start_ray_commands"])
 
 
 def test_setup_installs_the_mounted_project_with_its_pins(cluster_file):
