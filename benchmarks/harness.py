@@ -1,0 +1,222 @@
+"""Plumbing shared by the trial benchmarks (not a benchmark itself): study configs, a private local
+Ray, a trial run without Ray, a split cut to its first batches, and per-process memory from /proc.
+
+`bare_trial` runs ncstudy.train.train_loop_per_worker itself, in this process, with the few Ray
+calls it makes replaced by local equivalents: the train context says rank 0 of 1, the device is the
+CPU (or CUDA when asked), there is no checkpoint to restore, `ray.get` hands back the data set it is
+given, and `ray.train.report` hands the epoch's metrics to a callback and drops the checkpoint that
+rank 0 has already written with torch.save. So the bare run is the worker's exact code path (data
+cut, model, every epoch's training, validation, NC metrics, checkpoint writes, final figures), and
+what it lacks is what Ray adds: scheduling, actors, the object store, persisting checkpoints, Tune,
+MLflow and the report plumbing.
+
+`start_local_ray` starts a Ray of its own, like `ncstudy.cluster.init_ray` does with address
+"local", but sized to the benchmark's CPUs; it never joins a running one (`address="auto"`): on a
+shared machine that could be someone else's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from ncstudy.config import StudyConfig, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "studies" / "quickstart.yaml"
+CIFAR_LT = ROOT / "studies" / "cifar_lt.yaml"
+
+
+def study_from(path: Path, overrides: list[str], drop_space: tuple[str, ...] = ()) -> StudyConfig:
+    """A study file with `--set`-style overrides, minus some search-space keys."""
+    study = load_study(path, overrides)
+    if not drop_space:
+        return study
+    tree = study.model_dump(mode="json")
+    for key in drop_space:
+        tree["search"]["space"].pop(key, None)
+    return StudyConfig.model_validate(tree)
+
+
+def cifar_overrides(parquet: Path, epochs: int, n_max: int | None = None, cpus: float = 2) -> list[str]:
+    """studies/cifar_lt.yaml on the CPU: the Parquet tables given, no GPU, one worker, no search."""
+    overrides = [
+        f"data.root={parquet}", f"train.epochs={epochs}", "train.warmup_epochs=1", "resources.gpus_per_worker=0",
+        f"resources.cpus_per_worker={cpus}", "resources.max_failures=0", "search.num_samples=1",
+        "search.max_concurrent=1", "search.space={}",
+    ]  # fmt: skip
+    if n_max is not None:
+        overrides.append(f"data.imbalance.n_max={n_max}")
+    return overrides
+
+
+def start_local_ray(num_cpus: int) -> float:
+    """A fresh local Ray of `num_cpus` CPUs with the settings `ncstudy.cluster.init_ray` gives a local
+    instance (its RAY_ENV, quiet logging); returns how long it took to start (s)."""
+    import ray
+
+    from ncstudy.cluster import RAY_ENV
+
+    started = time.perf_counter()
+    ray.init(
+        address="local", num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
+        runtime_env={"env_vars": RAY_ENV},
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+class _Context:
+    """What `ray.train.get_context()` answers a single worker."""
+
+    def get_world_rank(self) -> int:
+        return 0
+
+    def get_world_size(self) -> int:
+        return 1
+
+    def get_local_rank(self) -> int:
+        return 0
+
+
+class _Runtime:
+    def get_node_id(self) -> str:
+        return "bare"
+
+
+class _SourceRef:
+    """Stands for the object-store reference: `ray.get` (patched) unwraps it."""
+
+    def __init__(self, source: Any):
+        self.source = source
+
+
+def _unwrap(ref: Any, *args, **kwargs) -> Any:
+    return ref.source if isinstance(ref, _SourceRef) else ref
+
+
+def bare_trial(
+    study: StudyConfig,
+    source: Any = None,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Run one trial through `train_loop_per_worker` without Ray; returns every epoch's metrics.
+    `source` (a decoded ncstudy.data.sources.Source) plays the object-store copy; `on_report` sees
+    each epoch's metrics and may raise (e.g. optuna.TrialPruned) to stop the trial."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from ncstudy.train import train_loop_per_worker
+
+    reports: list[dict[str, Any]] = []
+
+    def report(metrics: dict[str, Any], checkpoint: Any = None, **_: Any) -> None:
+        reports.append(dict(metrics))
+        if on_report is not None:
+            on_report(metrics)
+
+    loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
+    if source is not None:
+        loop_config["source"] = [_SourceRef(source)]
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.object(ray.train, "get_context", lambda: _Context()))
+        stack.enter_context(mock.patch.object(ray.train, "get_checkpoint", lambda: None))
+        stack.enter_context(mock.patch.object(ray.train, "report", report))
+        stack.enter_context(mock.patch.object(ray.train.torch, "get_device", lambda: torch.device(device)))
+        stack.enter_context(mock.patch.object(ray, "get", _unwrap))
+        stack.enter_context(mock.patch.object(ray, "get_runtime_context", lambda: _Runtime()))
+        train_loop_per_worker(loop_config)
+    return reports
+
+
+class FirstBatches:
+    """A DeviceSplit that yields only the first `count` training batches of `split` (and its labels),
+    so a benchmark can time a fixed number of steps through ncstudy.train.train_epoch."""
+
+    def __init__(self, split: Any, count: int):
+        self.split = split
+        self.count = count
+        self.labels = split.labels
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def train_batches(self, *args: Any, **kwargs: Any) -> Iterator:
+        for position, batch in enumerate(self.split.train_batches(*args, **kwargs)):
+            if position >= self.count:
+                return
+            yield batch
+
+    def eval_batches(self, *args: Any, **kwargs: Any) -> Iterator:
+        return self.split.eval_batches(*args, **kwargs)
+
+
+MEMORY_FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
+PSS_FIELDS = ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
+
+
+def process_memory(pid: int, pss: bool = True) -> dict[str, int]:
+    """Bytes of /proc/PID/status (peak and current resident set, split into anonymous = private,
+    file-backed and shared memory) and, with `pss` and where readable, the proportional set sizes of
+    /proc/PID/smaps_rollup (shared pages divided among the processes that map them; reading it
+    costs the kernel milliseconds per process, status microseconds). {} if the process is gone."""
+    values: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in MEMORY_FIELDS:
+                values[key] = int(rest.split()[0]) * 1024
+        rollup = Path(f"/proc/{pid}/smaps_rollup")
+        for line in rollup.read_text().splitlines() if pss and rollup.exists() else []:
+            key, _, rest = line.partition(":")
+            if key in PSS_FIELDS:
+                values[key] = int(rest.split()[0]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    return values
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def mib(value: float) -> float:
+    return value / 1024**2

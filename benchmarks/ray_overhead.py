@@ -1,0 +1,129 @@
+"""Ray's overhead on one trial: the same trial run bare and through `ncstudy.study.run_study`.
+
+- bare: `ncstudy.train.train_loop_per_worker` called in this process with Ray's few calls replaced
+  by local equivalents (benchmarks.harness.bare_trial: rank 0 of 1, no checkpoint to restore, the
+  reports collected, rank 0's per-epoch torch.save kept), after loading the decoded data set; torch
+  limited to `--cpus` threads. This is the trial as a plain training script would run it.
+- Ray: `run_study` on a one-trial study (search.num_samples 1, max_concurrent 1, an empty search
+  space so the trial's config is exactly the bare one; one Train worker holding `--cpus` CPUs, so Ray
+  gives it that many OpenMP threads): preflight, MLflow parent and child runs, Tune, the Train
+  controller and worker, the object store, per-epoch checkpoint persistence, the result tables and
+  report. Ray itself is started first, separately timed (a private local instance like the one
+  `ncstudy.cluster.init_ray` starts with address "local").
+
+Reported: wall time of each, and the ratios Ray/bare including and excluding `ray.init`; also the
+sum of the trial's own per-epoch times (`epoch_time_s`) in both, which separates the cost inside the
+training loop from the fixed cost around it. Target: Ray/bare <= 1.10 (excluding ray.init) for a
+trial of about two minutes. The default trial is the paper's setting cut to CPU size: ResNet-32 on
+CIFAR-10-LT r=100 with n_max 500 (1,236 images, 10 batches of 128 per epoch), `--epochs` 15, NC
+metrics and test accuracy every 10 epochs and at the end (about two minutes bare on 2 quiet cores).
+`--trial digits` runs the quick-start trial instead; `--smoke` a 2-epoch digits trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from benchmarks.common import CIFAR_PARQUET, write_result
+from benchmarks.harness import CIFAR_LT, QUICKSTART, bare_trial, cifar_overrides, start_local_ray, stop_ray, study_from
+import ncstudy.train  # noqa: F401  imported untimed; the Ray worker's own imports count in its wall time (conservative)
+from ncstudy.config import StudyConfig
+from ncstudy.data.build import load_source
+
+TARGET = 1.10
+
+
+def trial_study(trial: str, epochs: int, n_max: int, cpus: int, parquet: Path) -> StudyConfig:
+    if trial == "digits":
+        overrides = [f"train.epochs={epochs}", "search.num_samples=1", "search.max_concurrent=1", "search.space={}",
+                     f"resources.cpus_per_worker={cpus}"]  # fmt: skip
+        return study_from(QUICKSTART, ["name=ray_overhead", *overrides])
+    return study_from(CIFAR_LT, ["name=ray_overhead", *cifar_overrides(parquet, epochs, n_max, cpus)])
+
+
+def run_bare(study: StudyConfig, cpus: int) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpus)
+    try:
+        start = time.perf_counter()
+        reports = bare_trial(study, load_source(study.data))
+        wall = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return {"wall_s": wall, "epoch_time_sum_s": sum(r["epoch_time_s"] for r in reports), "val_acc_all": reports[-1]["val_acc_all"]}
+
+
+def run_ray(study: StudyConfig, cpus: int) -> dict:
+    from ncstudy.study import run_study
+
+    init = start_local_ray(cpus)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ray-") as folder:
+            start = time.perf_counter()
+            outcome = run_study(study, Path(folder))
+            wall = time.perf_counter() - start
+            if outcome.finished != 1:
+                raise RuntimeError(f"the Ray trial did not finish: {outcome}")
+            epochs = pd.read_parquet(Path(folder) / study.name / "epochs.parquet")
+            trials = pd.read_parquet(Path(folder) / study.name / "trials.parquet")
+    finally:
+        stop_ray()
+    return {"ray_init_s": init, "wall_s": wall, "epoch_time_sum_s": float(epochs["epoch_time_s"].sum()),
+            "val_acc_all": float(trials["val_acc_all"].iloc[0])}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trial", choices=("cifar", "digits"), default="cifar")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 15 (cifar) or 12 (digits)")
+    parser.add_argument("--n-max", type=int, default=500, help="cifar: images of the largest class")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the Ray worker = torch threads of the bare run")
+    parser.add_argument("--repeats", type=int, default=1, help="bare/Ray pairs, order alternating")
+    parser.add_argument("--parquet", type=Path, default=CIFAR_PARQUET)
+    parser.add_argument("--smoke", action="store_true", help="a 2-epoch digits trial")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.trial, args.epochs = "digits", 2
+    epochs = args.epochs or (15 if args.trial == "cifar" else 12)
+    study = trial_study(args.trial, epochs, args.n_max, args.cpus, args.parquet)
+
+    bare, ray_runs = [], []
+    for repeat in range(args.repeats):
+        for kind in ("bare", "ray") if repeat % 2 == 0 else ("ray", "bare"):
+            if kind == "bare":
+                bare.append(run_bare(study, args.cpus))
+            else:
+                ray_runs.append(run_ray(study, args.cpus))
+
+    bare_wall = statistics.median(r["wall_s"] for r in bare)
+    ray_wall = statistics.median(r["wall_s"] for r in ray_runs)
+    ray_init = statistics.median(r["ray_init_s"] for r in ray_runs)
+    bare_loop = statistics.median(r["epoch_time_sum_s"] for r in bare)
+    ray_loop = statistics.median(r["epoch_time_sum_s"] for r in ray_runs)
+    ratio_excl, ratio_incl = ray_wall / bare_wall, (ray_wall + ray_init) / bare_wall
+    print(f"{f'one {args.trial} trial, {epochs} epochs, {args.cpus} CPUs':<40}{'wall s':>10}{'sum epoch_time_s':>18}{'outside the loop':>18}")
+    print(f"{'bare (train_loop_per_worker, no Ray)':<40}{bare_wall:>10.1f}{bare_loop:>18.1f}{bare_wall - bare_loop:>18.1f}")
+    print(f"{'run_study (Tune + Train + MLflow)':<40}{ray_wall:>10.1f}{ray_loop:>18.1f}{ray_wall - ray_loop:>18.1f}")
+    print(f"{'ray.init':<40}{ray_init:>10.1f}")
+    print(f"ratio Ray/bare: {ratio_excl:.3f} excluding ray.init, {ratio_incl:.3f} including (target <= {TARGET} "
+          f"excluding); inside the epoch loop {ray_loop / bare_loop:.3f}")  # fmt: skip
+    record = {
+        "trial": args.trial, "epochs": epochs, "n_max": args.n_max if args.trial == "cifar" else None, "cpus": args.cpus,
+        "repeats": args.repeats, "smoke": args.smoke, "bare": bare, "ray": ray_runs,
+        "bare_wall_s": bare_wall, "ray_wall_s": ray_wall, "ray_init_s": ray_init,
+        "ratio_excluding_init": ratio_excl, "ratio_including_init": ratio_incl,
+        "ratio_epoch_loop": ray_loop / bare_loop, "target": TARGET,
+    }  # fmt: skip
+    print(f"written: {write_result('ray_overhead-smoke' if args.smoke else 'ray_overhead', record)}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
