@@ -5,7 +5,9 @@ function trainable, `run_trial`, that builds a TorchTrainer per trial and forwar
 to Tune with `TuneReportCallback` (ray.tune.integration.ray_train). The trainable itself asks for no
 CPU: the Train controller actor is free (num_cpus=0) and the workers hold the trial's resources, so
 `max_concurrent` trials of `num_workers` workers need max_concurrent * num_workers * cpus_per_worker
-CPUs. The TPE sampler is seeded from the study and persisted in RESULTS/<name>/optuna.db.
+CPUs. The searcher (ncstudy.search) is seeded from the study and persisted in RESULTS/<name>/optuna.db.
+The driver also owns the study's life cycle: preflight checks, the MLflow parent run, resume, and the
+results and report at the end.
 """
 
 from __future__ import annotations
@@ -26,20 +28,14 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ncstudy.config import (
-    StudyConfig,
-    dump_yaml,
-    load_study,
-    space_candidates,
-    with_params,
-)
+from ncstudy.cluster import check_resources, check_shared_results, init_ray
+from ncstudy.config import StudyConfig, dump_yaml, load_study, space_candidates, with_params
 from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
-from ncstudy.cluster import check_resources, check_shared_results, init_ray
 from ncstudy.errors import StudyError
 from ncstudy.progress import StudyProgress
-from ncstudy.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.report import build_report
+from ncstudy.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.results import read_experiment, write_parquet, write_text
 from ncstudy.tracking import TRIAL_TAG, MlflowReportCallback, StudyTracker, flatten, run_status, tracking_uri
 from ncstudy.train import train_loop_per_worker
@@ -48,6 +44,8 @@ TUNE_EXPERIMENT = "tune"
 # The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
 # request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
+
+
 @dataclass(frozen=True)
 class StudyPaths:
     """Where a study writes (GUIDE.md, "Outputs")."""
@@ -276,8 +274,13 @@ def is_unfinished(results: Path, name: str) -> bool:
 
 def _fit_and_finish(tuner, study, paths, tracker, parent_run_id) -> StudyOutcome:
     grid = tuner.fit()
-    run_ids = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in tracker.children(parent_run_id)}
     ended = {r.metrics.get("trial_id") for r in grid if r.error is None and r.metrics}
+    children = tracker.children(parent_run_id)
+    for run in children:  # a trial ASHA stopped is interrupted inside trainer.fit(): Tune says how it ended
+        normal_end = run.data.tags.get(TRIAL_TAG) in ended
+        if run.info.status == "RUNNING" or (normal_end and run.info.status == "FAILED"):
+            tracker.finish(run.info.run_id, "FINISHED" if normal_end else "KILLED")
+    run_ids = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in children}
     trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs, ended)
     done = trials[trials["status"] != "unfinished"] if len(trials) else trials
     done = done.assign(mlflow_run_id=done["trial_id"].map(run_ids)) if len(done) else done

@@ -10,7 +10,7 @@ import pytest
 CIFAR_PARQUET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 
 # Fail fast instead of hanging when a worker group cannot be scheduled.
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
 
 
 @pytest.fixture(scope="session")

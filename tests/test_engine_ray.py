@@ -39,6 +39,11 @@ def test_optuna_with_seeds_and_asha_completes_and_releases_workers(ray_session, 
     trials = pd.read_parquet(tmp_path / "asha" / "trials.parquet")
     assert sorted(trials["param.train.seed"].tolist()) == [0, 0, 1, 1]
     assert trials.groupby("param.regularizer.lambda_within")["param.train.seed"].apply(sorted).tolist() == [[0, 1], [0, 1]]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("asha").experiment_id])
+    assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
     deadline = time.monotonic() + 60  # actors are torn down asynchronously after the study returns
     while ray.available_resources().get("CPU", 0) < 2.0 and time.monotonic() < deadline:
         time.sleep(1)
