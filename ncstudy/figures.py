@@ -128,6 +128,7 @@ def optuna_figures(study, folder: Path) -> list[Path]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # matplotlib on a parameter with one value
                 axes = plot(study)
         except (ValueError, RuntimeError):  # e.g. importances need two completed trials and a varying parameter
             continue
