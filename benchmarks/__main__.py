@@ -22,8 +22,6 @@ BENCHMARKS = {
 # --quick: an estimated 7-8 minutes in all on 2 quiet cores (loader ~20 s, train_step ~40 s, regularizer ~35 s,
 # ray_overhead ~45 s, concurrency ~1.5 min, memory ~2 min, search_efficiency ~1.5 min); the full set an
 # estimated 25-30 minutes (memory ~7, search_efficiency ~6, ray_overhead ~5, concurrency ~4 minutes).
-# search_efficiency --quick uses TPE with 2 random start-up trials: with Optuna's default 10 (what ncstudy
-# uses, and the full run) TPE's first 10 trials are exactly random search's, so 6 trials would compare nothing.
 QUICK = {
     "loader": ["--repeats", "2"],
     "train_step": ["--batches", "10", "--warmup", "2", "--repeats", "2"],
@@ -31,7 +29,7 @@ QUICK = {
     "ray_overhead": ["--trial", "digits", "--epochs", "12"],
     "concurrency": ["--trials", "2", "--epochs", "12"],
     "memory": ["--scenarios", "quickstart", "cifar2", "--quick-epochs", "4", "--cifar-n-max", "500"],
-    "search_efficiency": ["--trials", "6", "--epochs", "4", "--seeds", "5", "--tpe-startup", "2"],
+    "search_efficiency": ["--trials", "8", "--epochs", "4", "--seeds", "5", "--asha"],
     "nc_metrics": ["--repeats", "2"],
 }
 # benchmarks/gpu.py is not listed: it is run once on a GPU machine (python -m benchmarks.gpu).

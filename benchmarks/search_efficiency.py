@@ -6,10 +6,10 @@ imbalance ratio in {10, 50}); the objective is the trial's last-epoch validation
 (val_acc_all, what Ray Tune hands OptunaSearch when a trial ends). Each arm proposes `--trials`
 trials for every search seed 0 .. `--seeds`-1:
 
-- tpe: optuna.samplers.TPESampler(seed=seed), as ncstudy.search builds it for algorithm optuna
-  (Optuna's defaults, so its first 10 trials are the random sampler's with the same seed, unless
-  `--tpe-startup` says otherwise);
-- random: optuna.samplers.RandomSampler(seed=seed), ncstudy's algorithm random;
+- tpe: the TPE sampler ncstudy.search.build_sampler makes for algorithm optuna, seeded with the
+  search seed: its first search.tpe_startup trials (by default a quarter of the budget, within 2 and
+  10; `--tpe-startup` sets it) are random, then TPE models the results;
+- random: the random sampler build_sampler makes for algorithm random, seeded likewise;
 - tpe+asha (with `--asha`): the TPE arm with Optuna's SuccessiveHalvingPruner fed the validation
   accuracy after every epoch, with ncstudy's ASHA settings (search.asha: grace_period 1,
   reduction_factor 2 by default; steps counted from 1 like Tune's training_iteration).
@@ -47,7 +47,7 @@ from benchmarks.common import write_result
 from benchmarks.harness import QUICKSTART, bare_trial, study_from
 from ncstudy.config import AshaConfig, StudyConfig, with_params
 from ncstudy.data.build import load_source
-from ncstudy.search import OptunaSpace
+from ncstudy.search import OptunaSpace, build_sampler
 
 TARGET = 0.5
 METRIC = "val_acc_all"
@@ -90,18 +90,24 @@ class Trainer:
         return curve
 
 
-def sampler_and_pruner(arm: str, seed: int, tpe_startup: int | None, asha: AshaConfig):
+def sampler_and_pruner(base: StudyConfig, arm: str, seed: int, trials: int, tpe_startup: int | None):
+    """The arm's sampler exactly as ncstudy.search.build_sampler makes it for this study (algorithm
+    random, or optuna with TPE and search.tpe_startup), and its pruner."""
+    search = {"search.seed": seed, "search.num_samples": trials, "search.tpe_startup": None}
     if arm == "random":
-        return optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
-    sampler = optuna.samplers.TPESampler(seed=seed, **({} if tpe_startup is None else {"n_startup_trials": tpe_startup}))
+        search["search.algorithm"] = "random"
+    else:
+        search.update({"search.algorithm": "optuna", "search.sampler": "tpe", "search.tpe_startup": tpe_startup})
+    sampler = build_sampler(with_params(base, search))
     if arm == "tpe+asha":
+        asha = base.search.asha or AshaConfig()
         return sampler, optuna.pruners.SuccessiveHalvingPruner(min_resource=asha.grace_period, reduction_factor=asha.reduction_factor)
     return sampler, optuna.pruners.NopPruner()
 
 
 def search(trainer: Trainer, arm: str, seed: int, trials: int, tpe_startup: int | None) -> list[dict]:
     """One arm, one seed: per trial its epochs spent and its result (None when pruned)."""
-    sampler, pruner = sampler_and_pruner(arm, seed, tpe_startup, trainer.base.search.asha or AshaConfig())
+    sampler, pruner = sampler_and_pruner(trainer.base, arm, seed, trials, tpe_startup)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     log: list[dict] = []
 
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=12, help="epochs per trial (the quick start's 12)")
     parser.add_argument("--seeds", type=int, default=5, help="search seeds 0 .. N-1")
     parser.add_argument("--asha", action="store_true", help="add the TPE + successive-halving arm")
-    parser.add_argument("--tpe-startup", type=int, default=None, help="TPE's random start-up trials (default: Optuna's 10)")
+    parser.add_argument("--tpe-startup", type=int, default=None, help="search.tpe_startup (default: ncstudy's, trials // 4 within 2..10)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--smoke", action="store_true", help="3 trials of 2 epochs, 2 seeds, with ASHA")
     args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ncstudy.checkpoint_files import COLLAPSE_FILE
 from ncstudy.config import StudyConfig, load_study
 from ncstudy.errors import StudyError
 from ncstudy.metrics import frequency_groups
@@ -113,7 +114,7 @@ def _collapse_file(row: pd.Series) -> Path | None:
     path = row.get("checkpoint_path")
     if not isinstance(path, str):
         return None
-    file = Path(path) / "collapse.npz"
+    file = Path(path) / COLLAPSE_FILE
     return file if file.exists() else None
 
 

@@ -74,14 +74,15 @@ class OptunaSpace:
             chosen[key] = _suggest(trial, key, param)
 
 
-def _sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+def build_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The study's seeded Optuna sampler (also what benchmarks/search_efficiency.py compares)."""
     search = study.search
     name = "random" if search.algorithm == "random" else search.sampler
     if name == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=search.seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.tpe_startup_trials)
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -169,7 +170,7 @@ def searcher_and_space(study: StudyConfig, optuna_storage: str) -> tuple[Searche
         return None, space, search.num_samples
     optuna_search = ResumableOptunaSearch(
         space=OptunaSpace(study),
-        sampler=_sampler(study),
+        sampler=build_sampler(study),
         study_name=study.name,
         storage=optuna.storages.RDBStorage(optuna_storage),
         metric=search.metric,

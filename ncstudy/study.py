@@ -1,13 +1,7 @@
-"""The study driver: Ray Tune + Optuna over trials, each trial a Ray Train `TorchTrainer`.
-
-Ray Train V2 (Ray's default since 2.5x) no longer accepts `Tuner(trainer)`: Tune runs a light
-function trainable, `run_trial`, that builds a TorchTrainer per trial and forwards rank 0's reports
-to Tune with `TuneReportCallback` (ray.tune.integration.ray_train). The trainable itself asks for no
-CPU: the Train controller actor is free (num_cpus=0) and the workers hold the trial's resources, so
-`max_concurrent` trials of `num_workers` workers need max_concurrent * num_workers * cpus_per_worker
-CPUs. The searcher (ncstudy.search) is seeded from the study and persisted in RESULTS/<name>/optuna.db.
-The driver also owns the study's life cycle: preflight checks, the MLflow parent run, resume, and the
-results and report at the end.
+"""The study driver: Ray Tune + Optuna over trials, each trial a Ray Train `TorchTrainer` built by
+`ncstudy.trial.run_trial`. The searcher (ncstudy.search) is seeded from the study and persisted in
+RESULTS/<name>/optuna.db. The driver also owns the study's life cycle: preflight checks, the MLflow
+parent run, resume, and the results and report at the end.
 """
 
 from __future__ import annotations
@@ -17,16 +11,9 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import ray
 from ray import tune
-from ray.train import CheckpointConfig
-from ray.train import FailureConfig as TrainFailureConfig
-from ray.train import RunConfig as TrainRunConfig
-from ray.train import ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from ncstudy.cluster import check_resources, check_shared_results, init_ray
 from ncstudy.config import StudyConfig, dump_yaml, load_study, space_candidates, with_params
@@ -37,13 +24,10 @@ from ncstudy.progress import StudyProgress
 from ncstudy.report import build_report
 from ncstudy.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.results import read_experiment, write_parquet, write_text
-from ncstudy.tracking import TRIAL_TAG, MlflowReportCallback, StudyTracker, flatten, run_status, tracking_uri
-from ncstudy.train import train_loop_per_worker
+from ncstudy.tracking import TRIAL_TAG, StudyTracker, run_status, tracking_uri
+from ncstudy.trial import TRIAL_DRIVER_RESOURCES, run_trial
 
 TUNE_EXPERIMENT = "tune"
-# The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
-# request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
-TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
 
 
 @dataclass(frozen=True)
@@ -74,49 +58,6 @@ class StudyPaths:
         return f"sqlite:///{(self.folder / 'optuna.db').resolve()}"
 
 
-def run_trial(
-    params: dict[str, Any],
-    *,
-    base: dict[str, Any],
-    tracker: StudyTracker,
-    parent_run_id: str,
-    ray_storage: str,
-    shared_source: tuple[tuple, list] | None = None,
-) -> None:
-    """One trial: the base config with the sampled `params`, trained by a TorchTrainer.
-
-    `shared_source` is (source key, [object ref]) of the data set the driver decoded once; the ref
-    sits in a list so that Tune hands it over unresolved and the workers read it zero-copy."""
-    study = with_params(StudyConfig.model_validate(base), params)
-    trial_id = tune.get_context().get_trial_id()
-    run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")))
-    loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
-    if shared_source is not None and shared_source[0] == source_key(study.data):
-        loop_config["source"] = shared_source[1]
-    res = study.resources
-    per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(
-            num_workers=res.num_workers, use_gpu=res.gpus_per_worker > 0, resources_per_worker=per_worker
-        ),
-        run_config=TrainRunConfig(
-            name=f"train_{trial_id}",
-            storage_path=ray_storage,
-            callbacks=[TuneReportCallback(), MlflowReportCallback(tracker.uri, run_id)],
-            failure_config=TrainFailureConfig(max_failures=res.max_failures, controller_failure_limit=0),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    failed = True
-    try:
-        trainer.fit()
-        failed = False
-    finally:
-        tracker.finish(run_id, run_status(failed))
-
-
 def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_fast: bool = False) -> tune.RunConfig:
     """Tune's experiment folder under the study; our compact progress lines, Tune's tables with -v."""
     return tune.RunConfig(
@@ -144,6 +85,9 @@ def build_tuner(
             scheduler=scheduler(study),
             num_samples=num_samples,
             max_concurrent_trials=study.search.max_concurrent,
+            # A trial driver's process has imported torch, Ray Train and MLflow (seconds on a busy
+            # node); the next trial reuses it instead of starting another (run_trial keeps no state).
+            reuse_actors=True,
         ),
         run_config=_tune_run_config(study, paths, verbose, fail_fast),
     )

@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.train.v2.api.callback import UserCallback
 
-from ncstudy.train import FIGURES
+from ncstudy.checkpoint_files import COLLAPSE_FILE, FIGURES
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "ncstudy.study"
@@ -161,7 +161,7 @@ class MlflowReportCallback(UserCallback):
                 figures = Path(folder) / FIGURES
                 if figures.is_dir():  # the final checkpoint: the trial's figures and per-class arrays
                     client.log_artifacts(self.run_id, str(figures), artifact_path="figures")
-                    client.log_artifact(self.run_id, str(Path(folder) / "collapse.npz"))
+                    client.log_artifact(self.run_id, str(Path(folder) / COLLAPSE_FILE))
 
 
 def run_status(failed: bool) -> str:

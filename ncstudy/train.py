@@ -27,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ncstudy.checkpoint_files import CHECKPOINT_FILE, COLLAPSE_FILE, FIGURES
 from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.data.build import StudyData, build_data, device_splits
 from ncstudy.data.loader import DeviceSplit, epoch_order
@@ -37,8 +38,6 @@ from ncstudy.models import build_model
 from ncstudy.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
 from ncstudy.regularizers import NeuralCollapseRegularizer
 
-CHECKPOINT_FILE = "checkpoint.pt"
-FIGURES = "figures"  # inside the final checkpoint; the MLflow callback logs them as artifacts
 
 
 def regularizer_active(epoch: int, config: RegularizerConfig) -> bool:
@@ -336,7 +335,7 @@ def write_trial_figures(folder: Path, final: Measurement, history: list[dict[str
     norm_bars(final.norms, data.groups, figures / "norms.png")
     nc_curves(history, figures / "nc_curves.png")
     np.savez(
-        folder / "collapse.npz",
+        folder / COLLAPSE_FILE,
         test_per_class_accuracy=final.test_per_class,
         mean_norms=final.norms,
         angles_deg=final.angles_deg,

@@ -6,7 +6,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from ncstudy.config import StudyConfig, with_params
-from ncstudy.search import OptunaSpace, SeedRepeater, planned_trials
+from ncstudy.search import OptunaSpace, SeedRepeater, build_sampler, planned_trials
 
 
 def study(**search) -> StudyConfig:
@@ -83,3 +83,25 @@ def test_grid_rejects_ranges_and_conditions():
         study(algorithm="grid", space={"regularizer.lambda_within": {"type": "uniform", "low": 0, "high": 1}})
     with pytest.raises(pydantic.ValidationError, match="type grid needs algorithm grid"):
         study(space={"regularizer.lambda_within": {"type": "grid", "values": [0.1]}})
+
+
+def sampled(sampler: optuna.samplers.BaseSampler, trials: int) -> list[float]:
+    """x of each trial of a 1-d problem whose best is x = 0.3."""
+    optuna_study = optuna.create_study(sampler=sampler)
+    optuna_study.optimize(lambda trial: (trial.suggest_float("x", 0.0, 1.0) - 0.3) ** 2, n_trials=trials)
+    return [trial.params["x"] for trial in optuna_study.trials]
+
+
+def test_tpe_models_the_results_after_its_startup_trials():
+    random = sampled(build_sampler(study(algorithm="random", seed=3)), 6)
+    startup_2 = sampled(build_sampler(study(sampler="tpe", seed=3, tpe_startup=2)), 6)
+    assert startup_2[:2] == random[:2] and startup_2[2:] != random[2:]
+    optuna_default = sampled(build_sampler(study(sampler="tpe", seed=3, tpe_startup=10)), 6)
+    assert optuna_default == random  # with Optuna's default 10, six TPE trials are random search's
+
+
+def test_tpe_startup_defaults_to_a_quarter_of_the_budget_within_2_and_10():
+    assert [study(num_samples=n).search.tpe_startup_trials for n in (4, 8, 12, 20, 60)] == [2, 2, 3, 5, 10]
+    assert study(num_samples=60, tpe_startup=4).search.tpe_startup_trials == 4
+    with pytest.raises(pydantic.ValidationError, match="tpe_startup applies to algorithm optuna with sampler tpe"):
+        study(algorithm="random", tpe_startup=4)

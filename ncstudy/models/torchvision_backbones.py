@@ -9,7 +9,6 @@ vectors, and the head from `ncstudy.models.heads` is `classifier`.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from ncstudy.models.heads import build_head
@@ -24,6 +23,11 @@ class TorchvisionBackbone(nn.Module):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown torchvision architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+        # Imported here, not at module level: torchvision's import pulls in torch._dynamo (about 2 s
+        # on 2 cores), which every Ray process that imports ncstudy.models would otherwise pay at
+        # start-up, although only these ImageNet-size backbones need it.
+        import torchvision
+
         self.backbone = getattr(torchvision.models, arch)(weights=None)
         self._feature_dim = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()

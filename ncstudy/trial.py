@@ -1,0 +1,112 @@
+"""One trial as Ray runs it: the Tune function trainable `run_trial` and the Ray Train entry point
+`train_worker`.
+
+Ray Train V2 (Ray's default since 2.5x) no longer accepts `Tuner(trainer)`: Tune runs a light
+function trainable, `run_trial`, that builds a TorchTrainer per trial and forwards rank 0's reports
+to Tune with `TuneReportCallback` (ray.tune.integration.ray_train). The trainable itself asks for no
+CPU: the Train controller actor is free (num_cpus=0) and the workers hold the trial's resources, so
+`max_concurrent` trials of `num_workers` workers need max_concurrent * num_workers * cpus_per_worker
+CPUs.
+
+This module is what the trial-driver actor and the Train controller import (they unpickle
+`run_trial` and `train_worker` by reference), so it stays light: no study driver, search, results
+or report code (pandas tables, Optuna, matplotlib), and the training code is imported only inside
+`train_worker`, in the Train workers. Each of these processes starts on a busy machine, and its
+imports are most of a short trial's fixed cost (benchmarks/ray_overhead.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray import tune
+from ray.train import CheckpointConfig
+from ray.train import FailureConfig as TrainFailureConfig
+from ray.train import RunConfig as TrainRunConfig
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from ncstudy.config import StudyConfig, with_params
+from ncstudy.data.build import source_key
+from ncstudy.tracking import MlflowReportCallback, StudyTracker, flatten, run_status
+
+# The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
+# request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
+TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: `ncstudy.train.train_loop_per_worker`, imported here so that
+    only the workers, not the controller that forwards this function, load the training code."""
+    from ncstudy.train import train_loop_per_worker
+
+    train_loop_per_worker(loop_config)
+
+
+def run_trial(
+    params: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    tracker: StudyTracker,
+    parent_run_id: str,
+    ray_storage: str,
+    shared_source: tuple[tuple, list] | None = None,
+) -> None:
+    """One trial: the base config with the sampled `params`, trained by a TorchTrainer.
+
+    `shared_source` is (source key, [object ref]) of the data set the driver decoded once; the ref
+    sits in a list so that Tune hands it over unresolved and the workers read it zero-copy."""
+    study = with_params(StudyConfig.model_validate(base), params)
+    trial_id = tune.get_context().get_trial_id()
+    run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")))
+    loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
+    if shared_source is not None and shared_source[0] == source_key(study.data):
+        loop_config["source"] = shared_source[1]
+    res = study.resources
+    per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=res.num_workers, use_gpu=res.gpus_per_worker > 0, resources_per_worker=per_worker
+        ),
+        run_config=TrainRunConfig(
+            name=f"train_{trial_id}",
+            storage_path=ray_storage,
+            callbacks=[TuneReportCallback(), MlflowReportCallback(tracker.uri, run_id)],
+            failure_config=TrainFailureConfig(max_failures=res.max_failures, controller_failure_limit=0),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    failed = True
+    try:
+        trainer.fit()
+        wait_for_forwarded_reports()
+        failed = False
+    finally:
+        tracker.finish(run_id, run_status(failed))
+
+
+def wait_for_forwarded_reports(timeout_s: float = 60.0, settle_s: float = 0.1) -> None:
+    """Return only once Tune has taken every report TuneReportCallback forwarded.
+
+    Works around a race in Ray 2.60's Tune/Train V2 bridge (ray.train._internal.session): the
+    callback forwards rank 0's last report through a Ray queue, and when this function returns, Tune
+    reports a final duplicate result into the trial's size-1 result queue. If Tune's main thread takes
+    the forwarded report from the Ray queue after that duplicate is queued, it blocks forever putting
+    it into the full result queue and the study hangs (seen here once: a 4-epoch CIFAR trial on 2
+    cores, trial driver stuck in `_report_training_result`). So wait until both queues have been
+    seen empty twice, `settle_s` apart."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    forwarded = getattr(session, "_inter_actor_queue", None) if session else None
+    if forwarded is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        quiet = quiet + 1 if forwarded.empty() and session.result_queue.empty() else 0
+        time.sleep(settle_s)

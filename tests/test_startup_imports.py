@@ -1,0 +1,22 @@
+"""What the processes Ray starts for every trial import: their imports are most of a short trial's
+fixed cost on a busy node (benchmarks/ray_overhead.py), so heavy modules stay out of them."""
+
+import subprocess
+import sys
+
+import pytest
+
+# The trial driver and the Train controller unpickle ncstudy.trial's functions; the Train workers also
+# import the training code, and ncstudy.models needs torchvision only for the ImageNet backbones.
+HEAVY = {
+    "ncstudy.trial": ["ncstudy.train", "ncstudy.study", "ncstudy.report", "optuna", "matplotlib", "torchvision"],
+    "ncstudy.train": ["torchvision", "matplotlib", "mlflow", "optuna", "ncstudy.study"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(HEAVY))
+def test_per_trial_processes_import_no_heavy_modules(module):
+    check = f"import sys, {module}; print(','.join(m for m in {HEAVY[module]!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "", f"importing {module} loads {loaded}"
+
