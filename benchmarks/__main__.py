@@ -1,13 +1,15 @@
 """`python -m benchmarks [--quick] [NAME ...]`: run the CPU benchmarks one after another.
 
---quick uses fewer repeats so the whole set fits in a few minutes on 2 cores. Each benchmark prints
-its table and writes results/bench/NAME.json.
+--quick uses fewer repeats and smaller trials so the whole set fits in under 10 minutes on 2 cores.
+Each benchmark prints its table and writes results/bench/NAME.json (NAME-quick.json with --quick).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+
+from benchmarks import common
 
 BENCHMARKS = {
     "loader": ["--repeats", "3"],
@@ -28,7 +30,7 @@ QUICK = {
     "regularizer": ["--batches", "10", "--warmup", "1", "--rounds", "2"],
     "ray_overhead": ["--trial", "digits", "--epochs", "12"],
     "concurrency": ["--trials", "2", "--epochs", "12"],
-    "memory": ["--scenarios", "quickstart", "cifar2", "--quick-epochs", "4", "--cifar-n-max", "500"],
+    "memory": ["--scenarios", "quickstart", "cifar", "cifar2", "--quick-epochs", "4", "--cifar-n-max", "500"],
     "search_efficiency": ["--trials", "8", "--epochs", "4", "--seeds", "5", "--asha"],
     "nc_metrics": ["--repeats", "2"],
 }
@@ -43,6 +45,8 @@ def main() -> None:
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if args.quick:
+        common.RESULT_SUFFIX = "-quick"
     for name in args.names or BENCHMARKS:
         print(f"== {name}")
         module = importlib.import_module(f"benchmarks.{name}")

@@ -37,10 +37,15 @@ def best_of(repeats: int, run: Callable[[], float]) -> dict:
     return {"values": values, "median": statistics.median(values), "best": max(values)}
 
 
+# `python -m benchmarks --quick` sets "-quick", so a quick run (smaller settings) never overwrites the
+# full run's NAME.json, which README's performance table cites.
+RESULT_SUFFIX = ""
+
+
 def write_result(name: str, record: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), **record}
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{name}{RESULT_SUFFIX}.json"
     path.write_text(json.dumps(record, indent=2))
     return path
 
