@@ -87,7 +87,10 @@ def build_tuner(
             max_concurrent_trials=study.search.max_concurrent,
             # A trial driver's process has imported torch, Ray Train and MLflow (seconds on a busy
             # node); the next trial reuses it instead of starting another (run_trial keeps no state).
-            reuse_actors=True,
+            # Not with ASHA: a trial it stops is still inside trainer.fit(), Tune's reset of the
+            # actor gives up after 2 s, and Tune then fails the next trial instead of starting a
+            # fresh actor ("Could not re-use actor", seen in a CI run).
+            reuse_actors=study.search.asha is None,
         ),
         run_config=_tune_run_config(study, paths, verbose, fail_fast),
     )
