@@ -172,10 +172,12 @@ def run_study(
 
 @contextmanager
 def _closing_on_error(tracker: StudyTracker, parent_run_id: str):
-    """Never leave the study's parent run RUNNING: KILLED on Ctrl-C, FAILED on any other error."""
+    """Never leave the study's runs RUNNING: KILLED on Ctrl-C (the parent and the trials it stopped,
+    which leave their runs to the driver), FAILED on any other error."""
     try:
         yield
     except KeyboardInterrupt:
+        tracker.close_interrupted(parent_run_id)
         tracker.finish(parent_run_id, "KILLED")
         raise
     except BaseException:

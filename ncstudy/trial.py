@@ -86,7 +86,20 @@ def run_trial(
         wait_for_forwarded_reports()
         failed = False
     finally:
-        tracker.finish(run_id, run_status(failed))
+        if not (failed and stopped_by_tune()):
+            tracker.finish(run_id, run_status(failed))
+
+
+def stopped_by_tune() -> bool:
+    """Whether Tune has asked this trial to stop (a scheduler such as ASHA, or the study ending).
+    Its trainer.fit() is then interrupted, which is no failure, and the driver, which knows how the
+    trial ended, closes its MLflow run (study._fit_and_finish). Written from here, FAILED could also
+    land after the driver's FINISHED, as the actor is torn down while the driver finishes (seen in a
+    CI run: a trial ASHA stopped ended FAILED in MLflow)."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    return session is not None and session.stop_event.is_set()
 
 
 def wait_for_forwarded_reports(timeout_s: float = 60.0, settle_s: float = 0.1) -> None:
