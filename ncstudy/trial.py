@@ -25,6 +25,7 @@ from ray.train import CheckpointConfig
 from ray.train import FailureConfig as TrainFailureConfig
 from ray.train import RunConfig as TrainRunConfig
 from ray.train import ScalingConfig
+from ray.train._internal.session import _TrainSession, get_session
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -80,29 +81,23 @@ def run_trial(
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
+    # Tune's session of this trial, held here: Tune clears its global reference when it stops the trial.
+    session = get_session()
     failed = True
     try:
         trainer.fit()
-        wait_for_forwarded_reports()
+        wait_for_forwarded_reports(session)
         failed = False
     finally:
-        if not (failed and stopped_by_tune()):
+        # A trial Tune asked to stop (a scheduler such as ASHA, or the study ending) is interrupted
+        # inside trainer.fit(), which is no failure: the driver, which knows how the trial ended,
+        # closes its run (study._fit_and_finish). Written from here, FAILED could land after the
+        # driver's FINISHED, as the actor is torn down while the driver finishes (seen in CI).
+        if not (failed and session is not None and session.stop_event.is_set()):
             tracker.finish(run_id, run_status(failed))
 
 
-def stopped_by_tune() -> bool:
-    """Whether Tune has asked this trial to stop (a scheduler such as ASHA, or the study ending).
-    Its trainer.fit() is then interrupted, which is no failure, and the driver, which knows how the
-    trial ended, closes its MLflow run (study._fit_and_finish). Written from here, FAILED could also
-    land after the driver's FINISHED, as the actor is torn down while the driver finishes (seen in a
-    CI run: a trial ASHA stopped ended FAILED in MLflow)."""
-    from ray.train._internal.session import get_session
-
-    session = get_session()
-    return session is not None and session.stop_event.is_set()
-
-
-def wait_for_forwarded_reports(timeout_s: float = 60.0, settle_s: float = 0.1) -> None:
+def wait_for_forwarded_reports(session: _TrainSession | None, timeout_s: float = 60.0, settle_s: float = 0.1) -> None:
     """Return only once Tune has taken every report TuneReportCallback forwarded.
 
     Works around a race in Ray 2.60's Tune/Train V2 bridge (ray.train._internal.session): the
@@ -112,9 +107,6 @@ def wait_for_forwarded_reports(timeout_s: float = 60.0, settle_s: float = 0.1) -
     it into the full result queue and the study hangs (seen here once: a 4-epoch CIFAR trial on 2
     cores, trial driver stuck in `_report_training_result`). So wait until both queues have been
     seen empty twice, `settle_s` apart."""
-    from ray.train._internal.session import get_session
-
-    session = get_session()
     forwarded = getattr(session, "_inter_actor_queue", None) if session else None
     if forwarded is None:
         return
