@@ -79,15 +79,21 @@ def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_o
     client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert sorted(r.info.status for r in children) == ["FINISHED"] * 3
-    assert sorted(r.info.run_id for r in children) == sorted(trials["mlflow_run_id"])
+    finished = sorted(r.info.run_id for r in children if r.info.status == "FINISHED")
+    assert finished == sorted(trials["mlflow_run_id"])
+    # A trial that had just started when the driver died, before Tune saved it in its experiment
+    # state, is run again under a new id after the resume; the run of the killed attempt stays, KILLED.
+    assert all(r.info.status == "KILLED" for r in children if r.info.run_id not in finished)
     assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
 
 
 def test_a_train_worker_killed_mid_trial_restarts_from_its_checkpoint(tmp_path):
+    # Long enough to find the worker after two reported epochs: 40 tiny epochs took 9 s once the
+    # report throttle was gone, and the trial ended before the test could kill its worker.
+    n_epochs = 200
     results, log = tmp_path / "results", tmp_path / "run.log"
     run = cli("run", "studies/quickstart.yaml", "--set", "name=workerkill", "--set", "search.num_samples=1",
-              "--set", "resources.max_failures=2", *QUICK, "--set", "train.epochs=40", results=results, log=log)  # fmt: skip
+              "--set", "resources.max_failures=2", *QUICK, "--set", f"train.epochs={n_epochs}", results=results, log=log)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         victim = None
@@ -104,5 +110,5 @@ def test_a_train_worker_killed_mid_trial_restarts_from_its_checkpoint(tmp_path):
     finally:
         kill_session(run.pid)
     epochs = pd.read_parquet(results / "workerkill" / "epochs.parquet")
-    assert sorted(epochs["epoch"]) == list(range(40))  # every epoch once, the restarted ones deduplicated
+    assert sorted(epochs["epoch"]) == list(range(n_epochs))  # every epoch once, the restarted ones deduplicated
     assert len(pd.read_parquet(results / "workerkill" / "trials.parquet")) == 1
