@@ -13,12 +13,10 @@ reported separately) gives trials per hour; the claim is the ratio of concurrenc
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.common import write_result
-from benchmarks.harness import QUICKSTART, start_local_ray, stop_ray, study_from
+from benchmarks.harness import QUICKSTART, study_from, study_on_local_ray
 from ncstudy.config import StudyConfig
 
 
@@ -36,20 +34,12 @@ def trial_errors(results: Path) -> str:
 
 
 def run(study: StudyConfig, cpus: int) -> dict:
-    from ncstudy.study import run_study
-
-    init = start_local_ray(cpus)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as folder:
-            start = time.perf_counter()
-            outcome = run_study(study, Path(folder))
-            wall = time.perf_counter() - start
-            if outcome.failed or not outcome.finished:
-                raise RuntimeError(f"{outcome.failed} of {study.search.num_samples} trials failed:\n{trial_errors(Path(folder))}")
-    finally:
-        stop_ray()
-    return {"ray_init_s": init, "wall_s": wall, "finished": outcome.finished, "failed": outcome.failed,
-            "trials_per_hour": outcome.finished / wall * 3600}  # fmt: skip
+    with study_on_local_ray(study, cpus, "bench-concurrency-") as run:
+        outcome = run.outcome
+        if outcome.failed or not outcome.finished:
+            raise RuntimeError(f"{outcome.failed} of {study.search.num_samples} trials failed:\n{trial_errors(run.folder)}")
+    return {"ray_init_s": run.ray_init_s, "wall_s": run.wall_s, "finished": outcome.finished, "failed": outcome.failed,
+            "trials_per_hour": outcome.finished / run.wall_s * 3600}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -76,6 +78,32 @@ def stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@dataclass
+class TimedStudy:
+    """A study run by `study_on_local_ray`: its outcome, results folder and times (s)."""
+
+    outcome: Any
+    folder: Path
+    ray_init_s: float
+    wall_s: float
+
+
+@contextmanager
+def study_on_local_ray(study: StudyConfig, cpus: int, prefix: str) -> Iterator[TimedStudy]:
+    """Run `study` through `ncstudy.study.run_study` on a fresh local Ray of `cpus` CPUs, into a
+    temporary results folder that exists while the caller reads it; `ray.init` is timed apart."""
+    from ncstudy.study import run_study
+
+    init = start_local_ray(cpus)
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+            start = time.perf_counter()
+            outcome = run_study(study, Path(folder))
+            yield TimedStudy(outcome, Path(folder), init, time.perf_counter() - start)
+    finally:
+        stop_ray()
 
 
 class _Context:

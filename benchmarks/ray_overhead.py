@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import CIFAR_PARQUET, write_result
-from benchmarks.harness import CIFAR_LT, QUICKSTART, bare_trial, cifar_overrides, start_local_ray, stop_ray, study_from
+from benchmarks.harness import CIFAR_LT, QUICKSTART, bare_trial, cifar_overrides, study_from, study_on_local_ray
 import ncstudy.train  # noqa: F401  imported untimed; the Ray worker's own imports count in its wall time (conservative)
 from ncstudy.config import StudyConfig
 from ncstudy.data.build import load_source
@@ -61,21 +60,12 @@ def run_bare(study: StudyConfig, cpus: int) -> dict:
 
 
 def run_ray(study: StudyConfig, cpus: int) -> dict:
-    from ncstudy.study import run_study
-
-    init = start_local_ray(cpus)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-ray-") as folder:
-            start = time.perf_counter()
-            outcome = run_study(study, Path(folder))
-            wall = time.perf_counter() - start
-            if outcome.finished != 1:
-                raise RuntimeError(f"the Ray trial did not finish: {outcome}")
-            epochs = pd.read_parquet(Path(folder) / study.name / "epochs.parquet")
-            trials = pd.read_parquet(Path(folder) / study.name / "trials.parquet")
-    finally:
-        stop_ray()
-    return {"ray_init_s": init, "wall_s": wall, "epoch_time_sum_s": float(epochs["epoch_time_s"].sum()),
+    with study_on_local_ray(study, cpus, "bench-ray-") as run:
+        if run.outcome.finished != 1:
+            raise RuntimeError(f"the Ray trial did not finish: {run.outcome}")
+        epochs = pd.read_parquet(run.folder / study.name / "epochs.parquet")
+        trials = pd.read_parquet(run.folder / study.name / "trials.parquet")
+    return {"ray_init_s": run.ray_init_s, "wall_s": run.wall_s, "epoch_time_sum_s": float(epochs["epoch_time_s"].sum()),
             "val_acc_all": float(trials["val_acc_all"].iloc[0])}  # fmt: skip
 
 
