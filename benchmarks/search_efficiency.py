@@ -91,7 +91,7 @@ class Trainer:
         def report(metrics: dict[str, Any]) -> None:
             curve.append(float(metrics[METRIC]))
             self.trained_epochs += 1
-            on_epoch(int(metrics["epoch"]), curve[-1])
+            on_epoch(int(metrics["epoch"]) - 1, curve[-1])  # reports count completed epochs
 
         bare_trial(with_params(self.base, params), self.source, report)
         self.curves[key] = curve

@@ -1,19 +1,23 @@
 """Command line: run | resume | validate | report | data describe. Thin: parse, call, print.
 
-Every error a user can cause (a bad study file, an override, a data folder) is a StudyError: one
-line on stderr naming the key or file, exit status 2, nothing written.
+Exit status (README.md, "The command line"): 0 when every planned trial finished; 1 when a trial
+failed (each is listed with its error); 2 for an error a user can cause (a bad study file, an
+override, a data folder, a study folder in use), one line on stderr naming the key or file, nothing
+written; 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM / `ray job stop`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
 import sys
 from pathlib import Path
 
 from ncstudy.errors import StudyError
+from ncstudy.interrupt import INTERRUPTION
 
+EXIT_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
 
 
@@ -85,8 +89,10 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _quiet_libraries(verbose: bool) -> None:
-    """MLflow's schema migrations and Optuna's study creation log at INFO; keep them for -v."""
+    """MLflow's schema migrations and Optuna's study creation log at INFO; Ray Tune prints a
+    configuration box and a TensorBoard hint (its "new output" engine). Keep them for -v."""
     if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         for name in ("mlflow", "alembic", "optuna"):
             logging.getLogger(name).setLevel(logging.WARNING)
         import optuna
@@ -99,19 +105,18 @@ def _run(args: argparse.Namespace) -> int:
     from ncstudy.study import run_study
 
     study = load_study(args.study, args.overrides)
+    args.name = study.name  # for the interruption message
     _quiet_libraries(args.verbose)
-    outcome = run_study(study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast)
-    _print_outcome(outcome)
-    return 0 if outcome.finished else 1
+    return _print_outcome(run_study(study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast))
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from ncstudy.config import check_study_name
     from ncstudy.study import resume_study
 
+    check_study_name(args.name)
     _quiet_libraries(args.verbose)
-    outcome = resume_study(args.name, args.results, verbose=args.verbose)
-    _print_outcome(outcome)
-    return 0 if outcome.finished else 1
+    return _print_outcome(resume_study(args.name, args.results, verbose=args.verbose))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -125,25 +130,38 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_outcome(outcome) -> None:
-    print(f"\n{outcome.finished} trials finished, {outcome.failed} failed")
+def _print_outcome(outcome) -> int:
+    """The head/medium/tail table and where everything is; the exit status of the outcome."""
+    name = outcome.folder.name
+    table = _shot_table(outcome.folder / "tables" / "shot.md")
+    if table:
+        print(f"\n{table}")
     print(f"report:   {outcome.folder / 'report.md'} (tables/ and figures/ beside it)")
     print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}")
     print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")
-    report = outcome.folder / "report.md"
-    if report.exists():
-        print()
-        print(report.read_text())
+    if outcome.interrupted:
+        print(
+            f"interrupted: {outcome.finished} finished, {outcome.unfinished} unfinished; "
+            f"`python -m ncstudy resume {name}` continues it",
+            file=sys.stderr,
+        )
+        return INTERRUPTION.exit_status
+    for trial_id, epochs, error in outcome.failed:
+        print(f"trial {trial_id} failed after {epochs} epochs: {error}", file=sys.stderr)
+    if outcome.failed:
+        print(f"{len(outcome.failed)} of {outcome.planned} trials failed, {outcome.finished} finished", file=sys.stderr)
+        return EXIT_TRIALS_FAILED
+    print(f"{outcome.finished} of {outcome.planned} trials finished")
+    return 0
 
 
-def _stop_on_sigterm(signum, frame) -> None:
-    """`ray job stop` and schedulers send SIGTERM: stop like Ctrl-C, so runs are marked KILLED."""
-    raise KeyboardInterrupt
+def _shot_table(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    INTERRUPTION.install()
     handlers = {"run": _run, "resume": _resume, "validate": _validate, "data": _data, "report": _report}
     try:
         return handlers[args.command](args)
@@ -151,5 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        name = getattr(args, "name", None) or ""
+        again = f"; `python -m ncstudy resume {name}` continues it" if name else ""
+        print(f"\ninterrupted{again}", file=sys.stderr)
+        return INTERRUPTION.exit_status

@@ -28,47 +28,73 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_TRAIN_ENABLE_PREEMPT
 
 
 def init_ray(address: str | None, verbose: bool = False) -> bool:
-    """Join the configured or a running cluster; else start a local Ray sized to this machine.
+    """Start a private local Ray, or join the cluster named by `resources.address` or `$RAY_ADDRESS`
+    (`auto`: the one running on this machine; `local`: a private one), and say which in one line.
+    Never joins another program's Ray uninvited: a study that did died with it.
     Returns True when the cluster may grow (an existing cluster, possibly autoscaling)."""
     if ray.is_initialized():
+        _say_which("the Ray instance this process already runs")
         return False
+    # Ray's token authentication is on by default for a local instance; its warning says so on
+    # every start, which README's trust section says once.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     quiet = {
         "logging_level": logging.INFO if verbose else logging.WARNING,
         "log_to_driver": verbose,
         "runtime_env": {"env_vars": RAY_ENV},
     }
     address = address or os.environ.get("RAY_ADDRESS")
-    if address == "local":  # a fresh local instance even when a cluster is running here
-        ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
-        return False
-    if address:
+    if address and address != "local":
         ray.init(address=address, **quiet)
+        _say_which(f"joined the cluster at {address}")
         return True
-    try:
-        ray.init(address="auto", **quiet)
-        return True
-    except ConnectionError:
-        ray.init(num_cpus=os.cpu_count(), **quiet)
-        return False
+    context = ray.init(
+        address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", **quiet
+    )
+    dashboard = f"; dashboard http://{context.dashboard_url}" if context.dashboard_url else ""
+    _say_which(f"a private local instance started by ncstudy{dashboard}")
+    return False
 
 
-def check_resources(study: StudyConfig, may_grow: bool) -> None:
-    """Refuse a trial that can never be scheduled here, instead of waiting for it forever."""
+def _say_which(which: str) -> None:
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    have = ray.cluster_resources()
+    print(
+        f"ray: {which} ({len(nodes)} node{'s' if len(nodes) != 1 else ''}, "
+        f"{have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs)",
+        flush=True,
+    )
+
+
+def check_resources(study: StudyConfig, may_grow: bool) -> int:
+    """Refuse a trial that can never be scheduled here, instead of waiting for it forever; return how
+    many trials may run at once: `search.max_concurrent`, capped (with a note) to what a cluster that
+    cannot grow holds, so that surplus trials wait instead of failing their worker-group start."""
     res = study.resources
     need = {"CPU": res.num_workers * res.cpus_per_worker, "GPU": res.num_workers * res.gpus_per_worker}
     have = ray.cluster_resources()
     lacking = [kind for kind, amount in need.items() if amount > have.get(kind, 0.0) + 1e-9]
-    if not lacking:
-        return
     message = (
         f"resources: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU (num_workers x per-worker), "
         f"the Ray cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
     )
-    if may_grow:
+    if lacking and may_grow:
         print(f"warning: {message}; waiting for the autoscaler to add nodes", flush=True)
-        return
-    hint = "--set resources.gpus_per_worker=0" if "GPU" in lacking else "lower resources.cpus_per_worker or num_workers"
-    raise StudyError(f"{message}; {hint}")
+    if may_grow:
+        return study.search.max_concurrent
+    if lacking:
+        hint = "--set resources.gpus_per_worker=0" if "GPU" in lacking else "lower resources.cpus_per_worker or num_workers"
+        raise StudyError(f"{message}; {hint}")
+    fits = min(int(have.get(kind, 0.0) / amount + 1e-9) for kind, amount in need.items() if amount > 0)
+    if study.search.max_concurrent > fits:
+        print(
+            f"note: search.max_concurrent {study.search.max_concurrent} lowered to {fits}: a trial holds "
+            f"{need['CPU']:g} CPU and {need['GPU']:g} GPU, this Ray instance has {have.get('CPU', 0):g} CPU "
+            f"and {have.get('GPU', 0):g} GPU",
+            flush=True,
+        )
+        return fits
+    return study.search.max_concurrent
 
 
 @ray.remote(num_cpus=0)

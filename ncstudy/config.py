@@ -4,25 +4,38 @@ One place for each setting: the objective's metric and mode live in `search` onl
 are dotted paths into this schema (`regularizer.lambda_within`), and every value a space can produce
 is validated like the file, so a bad range fails before Ray starts. Defaults follow the paper's
 CIFAR-10-LT row (Liu et al., AISTATS 2023, Table 1) where one applies.
+
+Bad input is refused here with one line naming the file and key (GUIDE.md, "Conventions"): text that
+is not UTF-8, duplicate keys, non-finite numbers, overrides naming no setting, search values Optuna
+cannot store, and conditions (`when`) that name no setting or can never hold.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import math
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
-from ncstudy.errors import StudyError
+from ncstudy.errors import StudyError, excerpt
 
 OBJECTIVE_METRICS = ("val_acc_all", "val_acc_many", "val_acc_medium", "val_acc_few", "val_loss")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_MAX_LENGTH = 64
+SCALARS = (type(None), bool, int, float, str)  # what a choice or grid value may be: Optuna stores these
+SEED_SETTING = "train.seed"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Extra keys are refused, and so are infinite and NaN numbers (YAML `.inf`, `.nan`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ImbalanceConfig(Strict):
@@ -178,6 +191,20 @@ class Grid(_Param):
 
 
 SpaceParam = Annotated[Union[LogUniform, Uniform, IntRange, Choice, Grid], Field(discriminator="type")]
+SPACE_TYPES = ("loguniform", "uniform", "int", "choice", "grid")
+
+
+def _check_scalar_values(key: str, param: Choice | Grid) -> None:
+    """Choice and grid values must be single finite values: Optuna stores nothing else, and a list
+    or mapping would be trained and then break the report."""
+    for value in param.values:
+        if not isinstance(value, SCALARS):
+            raise ValueError(
+                f"space {key}: {param.type} value {excerpt(value)} is not a single value (null, true/false, "
+                "a number or a string); put lists and groups of settings in search.variants (named bundles)"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"space {key}: {param.type} value {value} is not a finite number")
 
 
 class AshaConfig(Strict):
@@ -212,6 +239,8 @@ class SearchConfig(Strict):
         for key, param in self.space.items():
             if isinstance(param, (LogUniform, Uniform, IntRange)) and not param.low < param.high:
                 raise ValueError(f"space {key}: low must be below high")
+            if isinstance(param, (Choice, Grid)):
+                _check_scalar_values(key, param)
             if isinstance(param, Grid) and self.algorithm != "grid":
                 raise ValueError(f"space {key}: type grid needs algorithm grid")
             if self.algorithm == "grid" and not isinstance(param, (Grid, Choice)):
@@ -220,6 +249,8 @@ class SearchConfig(Strict):
                 raise ValueError(f"space {key}: conditional parameters (when) need algorithm optuna or random")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError("seeds must be a non-empty list of distinct integers")
+        if self.seeds and (SEED_SETTING in self.space or any(SEED_SETTING in b for b in self.variants.values())):
+            raise ValueError(f"seeds sets {SEED_SETTING} of every run; drop {SEED_SETTING} from space and variants")
         if "variant" in self.space:
             raise ValueError("space: 'variant' is reserved for search.variants")
         if self.tpe_startup is not None and (self.algorithm != "optuna" or self.sampler != "tpe"):
@@ -258,7 +289,7 @@ class MetricsConfig(Strict):
 
 
 class StudyConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, description="the study's folder under the results")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -282,25 +313,52 @@ def _describe(error: ValidationError, prefix: str = "") -> str:
     """The first pydantic error as `key.path: message` (one line), noting how many more there are."""
     errors = error.errors()
     first = errors[0]
-    location = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
+    location = ".".join(_location_parts(first["loc"]))
     location = ".".join(p for p in (prefix, location) if p)
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{location}: {message}{more}" if location else f"{message}{more}"
 
 
+def _location_parts(loc: tuple) -> list[str]:
+    """Pydantic's error location without its internal steps: validator functions, and the tag of a
+    search-space entry (`search.space.train.lr.loguniform.high` -> `search.space.train.lr.high`)."""
+    parts = [str(part) for part in loc if not str(part).startswith("function-")]
+    return [p for i, p in enumerate(parts) if not (i >= 3 and parts[i - 2] == "space" and p in SPACE_TYPES)]
+
+
+def check_study_name(name: str) -> str:
+    """`name` if it can name a study (a folder under the results), else a StudyError."""
+    if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not re.fullmatch(NAME_PATTERN, name):
+        raise StudyError(
+            f"{excerpt(name)}: a study name is letters, digits, _ . - (starting with a letter or digit, "
+            f"at most {NAME_MAX_LENGTH} characters)"
+        )
+    return name
+
+
 def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating the intermediate mappings."""
-    *parents, leaf = dotted_key.split(".")
-    node = tree
-    for part in parents:
+    """Set `a.b.c` in a nested dict, creating the intermediate mappings. A key that holds dots itself
+    (the space entry of `search.space.regularizer.lambda_within.high`) is matched whole where it exists."""
+    node, rest = tree, dotted_key
+    while "." in rest and rest not in node:
+        part = _first_key(node, rest)
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
             raise StudyError(f"{dotted_key}: {part} is not a section")
-        node = child
-    node[leaf] = value
+        node, rest = child, rest[len(part) + 1 :]
+    node[rest] = value
+
+
+def _first_key(node: dict, dotted_key: str) -> str:
+    """The longest dotted prefix of `dotted_key` that `node` holds as one key, else its first part."""
+    parts = dotted_key.split(".")
+    for length in range(len(parts) - 1, 1, -1):
+        if ".".join(parts[:length]) in node:
+            return ".".join(parts[:length])
+    return parts[0]
 
 
 def get_dotted(tree: dict, dotted_key: str) -> Any:
@@ -316,7 +374,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """`a.b=v` -> ("a.b", v) with v read as YAML (so 0.1, null, [1, 2] and true keep their types)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise StudyError(f"--set {text!r}: expected dotted.key=value")
+        raise StudyError(f"--set {excerpt(text)}: expected dotted.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -324,22 +382,112 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
-    """Read, override and validate a study file; every failure is a one-line StudyError."""
-    path = Path(path)
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds (`DataConfig`, or `AshaConfig | None`), if it holds one."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _check_override_key(key: str) -> None:
+    """An override must name a section or setting of the schema; below a mapping of the user's own
+    keys (search.space, search.variants) any key goes, and validation judges the result."""
+    model: type[BaseModel] = StudyConfig
+    parts = key.split(".")
+    for position, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            close = difflib.get_close_matches(part, list(model.model_fields), n=1)
+            hint = f"; did you mean {'.'.join([*parts[:position], close[0]])}?" if close else ""
+            raise StudyError(f"--set {key}: no such setting{hint}")
+        section = _section_model(field.annotation)
+        if section is None:
+            if position < len(parts) - 1 and get_origin(field.annotation) is not dict:
+                raise StudyError(f"--set {key}: {'.'.join(parts[: position + 1])} is a setting, not a section")
+            return
+        model = section
+
+
+def _setting_field(dotted_key: str) -> FieldInfo | None:
+    """The schema field a dotted setting names, or None."""
+    *sections, leaf = dotted_key.split(".")
+    model: type[BaseModel] | None = StudyConfig
+    for part in sections:
+        field = model.model_fields.get(part)
+        model = _section_model(field.annotation) if field else None
+        if model is None:
+            return None
+    return model.model_fields.get(leaf)
+
+
+def _is_integer_setting(dotted_key: str) -> bool:
+    field = _setting_field(dotted_key)
+    if field is None:
+        return False
+    kinds = [kind for kind in (get_args(field.annotation) or (field.annotation,)) if kind is not type(None)]
+    return all(kind is int for kind in kinds)
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the safe loader refuses it itself
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {excerpt(key)}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read_study_text(path: Path) -> str:
+    """The study file's text; a folder, a missing or unreadable file, or bytes that are not UTF-8 are refused."""
+    if path.is_dir():
+        raise StudyError(f"{path}: a folder, not a study file")
     if not path.is_file():
         raise StudyError(f"{path}: study file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise StudyError(f"{path}:{where}: malformed YAML: {problem}") from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise StudyError(f"{path}: cannot read the study file ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{path}: not UTF-8 text (byte {error.start}); a study file is YAML text") from None
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    try:
+        return yaml.load(text, Loader=_StudyLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        raise StudyError(f"{path}:{where} malformed YAML: {error.problem or error.context}") from None
+    except yaml.reader.ReaderError as error:
+        raise StudyError(f"{path}: not YAML text ({error.reason}, character {error.position})") from None
+    except RecursionError:
+        raise StudyError(f"{path}: malformed YAML: nested too deeply") from None
+
+
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read, override and validate a study file; every failure is a one-line StudyError."""
+    path = Path(path)
+    raw = _parse_yaml(_read_study_text(path), path)
+    if raw is None:
+        raise StudyError(f"{path}: the file is empty; a study file is a mapping of sections (name, data, model, ...)")
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study file must be a mapping of sections (name, data, model, ...)")
     for text in overrides:
         key, value = parse_override(text)
+        _check_override_key(key)
         set_dotted(raw, key, value)
     try:
         study = StudyConfig.model_validate(raw)
@@ -357,35 +505,75 @@ def space_candidates(param: SpaceParam) -> list[Any]:
 
 
 def validate_space(study: StudyConfig, source: str = "study") -> None:
-    """Each space key must name a setting, and each value it can produce must pass the schema;
-    so must every variant bundle."""
+    """Each space key must name a setting, and each value it can produce must pass the schema; so
+    must every variant bundle; and each `when` condition must name a setting and be able to hold."""
     tree = study.model_dump(mode="json")
     for name, bundle in study.search.variants.items():
+        _check_variant(tree, f"{source}: search.variants.{name}", bundle)
+    for key, param in study.search.space.items():
+        where = f"{source}: search.space.{key}"
+        _check_space_entry(tree, where, key, param)
+        for setting, value in (param.when or {}).items():
+            _check_condition(study, tree, f"{where}.when.{setting}", key, setting, value)
+
+
+def _require_setting(tree: dict, where: str, key: str) -> None:
+    try:
+        current = get_dotted(tree, key)
+    except KeyError:
+        raise StudyError(f"{where}: no such setting") from None
+    if isinstance(current, dict):
+        raise StudyError(f"{where}: names a section, not a setting")
+
+
+def _check_variant(tree: dict, where: str, bundle: dict[str, Any]) -> None:
+    candidate = copy.deepcopy(tree)
+    for key, value in bundle.items():
+        _require_setting(tree, f"{where}.{key}", key)
+        set_dotted(candidate, key, value)
+    try:
+        StudyConfig.model_validate(candidate)
+    except ValidationError as exc:
+        raise StudyError(f"{where}: {_describe(exc)}") from None
+
+
+def _check_space_entry(tree: dict, where: str, key: str, param: SpaceParam) -> None:
+    _require_setting(tree, where, key)
+    if isinstance(param, (LogUniform, Uniform)) and _is_integer_setting(key):
+        raise StudyError(f"{where}: an integer setting; use type int ({param.type} draws fractions)")
+    for value in space_candidates(param):
         candidate = copy.deepcopy(tree)
-        for key, value in bundle.items():
-            try:
-                get_dotted(tree, key)
-            except KeyError:
-                raise StudyError(f"{source}: search.variants.{name}.{key}: no such setting") from None
-            set_dotted(candidate, key, value)
+        set_dotted(candidate, key, value)
         try:
             StudyConfig.model_validate(candidate)
         except ValidationError as exc:
-            raise StudyError(f"{source}: search.variants.{name}: {_describe(exc)}") from None
-    for key, param in study.search.space.items():
-        try:
-            current = get_dotted(tree, key)
-        except KeyError:
-            raise StudyError(f"{source}: search.space.{key}: no such setting") from None
-        if isinstance(current, dict):
-            raise StudyError(f"{source}: search.space.{key}: names a section, not a setting")
-        for value in space_candidates(param):
-            candidate = copy.deepcopy(tree)
-            set_dotted(candidate, key, value)
-            try:
-                StudyConfig.model_validate(candidate)
-            except ValidationError as exc:
-                raise StudyError(f"{source}: search.space.{key}: value {value!r} is invalid: {_describe(exc)}") from None
+            raise StudyError(f"{where}: value {excerpt(value)} is invalid: {_describe(exc)}") from None
+
+
+def _check_condition(study: StudyConfig, tree: dict, where: str, key: str, setting: str, value: Any) -> None:
+    """`when: {setting: value}` of space entry `key`: a setting that is fixed, or searched before
+    `key` (the sampler sees only earlier draws), that can take `value` in this study."""
+    if setting == key:
+        raise StudyError(f"{where}: a parameter cannot be conditional on itself")
+    _require_setting(tree, where, setting)
+    order = list(study.search.space)
+    if setting in order and order.index(setting) > order.index(key):
+        raise StudyError(f"{where}: {setting} is searched after {key}; list it first in search.space")
+    values = [get_dotted(tree, setting), *(b[setting] for b in study.search.variants.values() if setting in b)]
+    param = study.search.space.get(setting)
+    ranged = isinstance(param, (LogUniform, Uniform, IntRange))
+    if param is not None and not ranged:
+        values += param.values
+    if value in values or (ranged and _number_between(value, param.low, param.high)):
+        return
+    possible = ", ".join(dict.fromkeys(excerpt(v, 30) for v in values))
+    if ranged:
+        possible += f", {param.low} to {param.high}"
+    raise StudyError(f"{where}: {excerpt(value)} is never its value here ({possible}), so {key} would never be searched")
+
+
+def _number_between(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
 
 def with_params(study: StudyConfig, params: dict[str, Any]) -> StudyConfig:

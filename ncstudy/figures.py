@@ -5,10 +5,15 @@
 - `norm_bars`: norms of the centred class means by class, coloured by frequency group (Figure 3).
 - `nc_curves`: NC1, NC2 and the smallest angle over epochs (Papyan, Han & Donoho, PNAS 2020, Fig. 6-7).
 - `accuracy_vs_count`: per-class test accuracy against training count (log x), one line per variant.
+- `optuna_figures`: Optuna's optimization history, parameter importances and parallel coordinates.
+
+Every legend sits outside its axes, so it never covers data, and every figure is written to a
+temporary file beside its path and then renamed, so an interrupted report never leaves half a PNG.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,11 +32,36 @@ def _pyplot():
     return plt
 
 
+def _legends_outside(figure) -> None:
+    """Move each legend placed inside its axes (by `loc` alone) to the right of them, top-aligned,
+    and widen the figure by the legends' widths, so that the axes keep their size."""
+    moved = []
+    for axes in figure.axes:
+        legend = axes.get_legend()
+        if legend is not None and legend.get_bbox_to_anchor() is axes.bbox:
+            legend.set_loc("upper left")
+            legend.set_bbox_to_anchor((1.02, 1.0), transform=axes.transAxes)
+            moved.append(legend)
+    if moved:
+        renderer = figure.canvas.get_renderer()
+        extra = sum(legend.get_window_extent(renderer).width / figure.dpi + 0.1 for legend in moved)
+        width, height = figure.get_size_inches()
+        figure.set_size_inches(width + extra, height)
+
+
 def _save(figure, path: Path) -> Path:
+    """Write `figure` as PNG to `path` (legends outside the axes, the image cropped to what was
+    drawn) through a temporary file in the same folder and a rename; close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    _pyplot().close(figure)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _legends_outside(figure)
+        figure.tight_layout()
+        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+        _pyplot().close(figure)
     return path
 
 
@@ -114,24 +144,53 @@ def metric_curves(
     return _save(figure, path)
 
 
+def _objective_name(study) -> str:
+    """The name of an Optuna study's objective (ncstudy.search.name_objective), or Optuna's default."""
+    return study.metric_names[0] if study.metric_names else "Objective Value"
+
+
+def _plotted_params(study) -> list[str]:
+    """The parameters of the completed trials with a finite objective, sorted: the axes that
+    Optuna's parallel-coordinate plot draws after the objective's, in its order."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted({name for t in trials if t.value is not None and np.isfinite(t.value) for name in t.params})
+
+
+def _full_axis_names(axes, names: list[str]) -> None:
+    """Optuna cuts an axis name of 20 characters or more to 17 and "..."; show the full `names`
+    (where each shown label is the start of the full name at its place), slanted so that they do
+    not run into each other, on a figure wide enough for every axis."""
+    shown = [label.get_text() for label in axes.get_xticklabels()]
+    if len(shown) == len(names) and all(full.startswith(text.removesuffix("...")) for text, full in zip(shown, names)):
+        axes.set_xticks(axes.get_xticks(), names, rotation=30, ha="right", rotation_mode="anchor")
+    axes.figure.set_size_inches(max(6.4, 1.4 * len(names) + 2.0), 4.8)
+
+
 def optuna_figures(study, folder: Path) -> list[Path]:
     """Optimization history, parameter importances and parallel coordinates of an Optuna study
-    (optuna.visualization.matplotlib); a plot that needs more completed trials is skipped."""
+    (optuna.visualization.matplotlib), the objective named by its metric and the parallel axes by
+    the full parameter names; a plot that needs more completed trials is skipped."""
     import optuna
     import optuna.visualization.matplotlib as plots
 
-    _pyplot()
+    plt = _pyplot()
+    objective = _objective_name(study)
     written = []
     for name, plot in (("optuna_history", plots.plot_optimization_history),
                        ("optuna_importances", plots.plot_param_importances),
                        ("optuna_parallel", plots.plot_parallel_coordinate)):  # fmt: skip
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                warnings.simplefilter("ignore", UserWarning)  # matplotlib on a parameter with one value
-                axes = plot(study)
-        except (ValueError, RuntimeError):  # e.g. importances need two completed trials and a varying parameter
-            continue
-        figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-        written.append(_save(figure, folder / f"{name}.png"))
+        # rc_context: the importances plot switches matplotlib's global style to ggplot
+        with warnings.catch_warnings(), plt.rc_context():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore", UserWarning)  # matplotlib on a parameter with one value
+            try:
+                axes = plot(study, target_name=objective)
+            except (ValueError, RuntimeError):  # e.g. importances need two completed trials and a varying parameter
+                continue
+            if plot is plots.plot_parallel_coordinate:
+                _full_axis_names(axes, [objective, *_plotted_params(study)])
+            figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+            written.append(_save(figure, folder / f"{name}.png"))
     return written

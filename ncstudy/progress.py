@@ -1,8 +1,11 @@
 """Compact live progress for a study: one line when a trial starts, an epoch line at most every
 `every_s` seconds per trial, one line when it ends, each with the study's elapsed time, and an ETA once a trial has ended.
+Epochs are counted as completed epochs, 1 to the total, as in epochs.parquet, MLflow and the figures.
 
 A Ray Tune `Callback` (it runs in the driver), used instead of Tune's own wide status tables, which
-`run -v` still shows.
+`run -v` still shows. Tune pickles it with the experiment and `resume` gets that copy back, so its
+clock and counters start again in `setup`, and the trials that ended before the resume count as
+done: the counter and the ETA are about the work that remains.
 """
 
 from __future__ import annotations
@@ -35,19 +38,34 @@ class StudyProgress(Callback):
         self.epochs = epochs
         self.metric = metric
         self.every_s = every_s
+        self.setup()
+
+    def setup(self, **info) -> None:
+        """At the start of every `fit`, the first and each resumed one."""
         self.started = time.monotonic()
         self.last_line: dict[str, float] = {}
-        self.ended = 0
+        self.ended_before: int | None = None  # trials that had ended before this fit: known at the first step
+        self.ended = 0  # trials that ended during this fit
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if self.ended_before is None:
+            self.ended_before = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
+            if self.ended_before:
+                self._say(f"resumed: {self.ended_before} of {self.planned} trials had ended, {self.planned - self.ended_before} to go")
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed:6.0f}s] {text}", file=sys.stdout, flush=True)  # looked up now: Tune pickles callbacks
 
+    def _count(self) -> str:
+        return f"({(self.ended_before or 0) + self.ended}/{self.planned})"
+
     def _eta(self) -> str:
-        """From the mean wall time per ended trial (worker start-up included), once one has ended."""
-        if self.ended == 0 or self.ended >= self.planned:
+        """From the mean wall time per trial ended in this fit (worker start-up included), once one has."""
+        remaining = self.planned - (self.ended_before or 0) - self.ended
+        if self.ended == 0 or remaining <= 0:
             return ""
-        seconds = (time.monotonic() - self.started) / self.ended * (self.planned - self.ended)
+        seconds = (time.monotonic() - self.started) / self.ended * remaining
         return f"  ETA {seconds / 60:.1f} min" if seconds >= 90 else f"  ETA {seconds:.0f}s"
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
@@ -58,22 +76,28 @@ class StudyProgress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         epoch = int(result.get("epoch", 0))
         now = time.monotonic()
-        if now - self.last_line.get(trial.trial_id, 0.0) >= self.every_s and epoch + 1 < self.epochs:
+        if now - self.last_line.get(trial.trial_id, 0.0) >= self.every_s and epoch < self.epochs:
             self.last_line[trial.trial_id] = now
             self._say(
-                f"trial {trial.trial_id} epoch {epoch + 1}/{self.epochs}  "
+                f"trial {trial.trial_id} epoch {epoch}/{self.epochs}  "
                 f"{self.metric} {_percent(result.get(self.metric))}{self._eta()}"
             )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.ended += 1
         result = trial.last_result or {}
+        epoch = int(result.get("epoch", 0))
+        ended = "finished" if epoch >= self.epochs else f"stopped at epoch {epoch}/{self.epochs}"
         groups = " ".join(f"{g} {_percent(result.get(f'acc_{g}'))}" for g in ("all", "many", "medium", "few"))
+        test = f"  test: {groups}" if epoch >= self.epochs else ""
         self._say(
-            f"trial {trial.trial_id} finished  {self.metric} {_percent(result.get(self.metric))}  "
-            f"test: {groups}   ({self.ended}/{self.planned}){self._eta()}"
+            f"trial {trial.trial_id} {ended}  {self.metric} {_percent(result.get(self.metric))}{test}   "
+            f"{self._count()}{self._eta()}"
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.ended += 1
-        self._say(f"trial {trial.trial_id} FAILED  (error file: {trial.error_file})  ({self.ended}/{self.planned})")
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        self._say(
+            f"trial {trial.trial_id} FAILED at epoch {epoch}/{self.epochs}  (error: {trial.error_file})  {self._count()}"
+        )

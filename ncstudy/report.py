@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ncstudy.checkpoint_files import COLLAPSE_FILE
-from ncstudy.config import StudyConfig, load_study
+from ncstudy.config import StudyConfig, check_study_name, load_study
 from ncstudy.errors import StudyError
 from ncstudy.metrics import frequency_groups
 from ncstudy.figures import accuracy_vs_count, angle_heatmap, metric_curves, norm_bars, optuna_figures
@@ -50,15 +50,14 @@ class StudyResults:
 
 
 def load_results(results: Path, name: str) -> StudyResults:
-    folder = results / name
+    folder = results / check_study_name(name)
     if not (folder / "study.yaml").exists():
         raise StudyError(f"{folder}: no study named {name!r} (expected {folder / 'study.yaml'})")
     config = load_study(folder / "study.yaml")
     total_epochs = config.train.epochs + config.train.crt_epochs
-    written = pd.read_parquet(folder / "trials.parquet") if (folder / "trials.parquet").exists() else None
-    stopped = set(written.loc[written["status"] == "stopped", "trial_id"]) if written is not None and "status" in written else set()
-    trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs, stopped)
-    if trials.empty and written is not None:  # a copied study without Ray's folder
+    trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs)
+    if trials.empty and (folder / "trials.parquet").exists():  # a copied study without Ray's folder
+        written = pd.read_parquet(folder / "trials.parquet")
         trials = written if "status" in written else written.assign(status="finished")
         epochs = pd.read_parquet(folder / "epochs.parquet") if (folder / "epochs.parquet").exists() else pd.DataFrame()
     if len(trials) and RATIO not in trials:
@@ -73,16 +72,27 @@ def _value_text(value) -> str:
 
 
 def _labels(study: StudyResults) -> pd.Series:
-    """A short name per trial's configuration: the variant, or its searched values that vary."""
+    """A short name per trial's configuration, distinct configurations never sharing one: the variant
+    and the searched values that vary (e.g. each ratio of an ablation grid), to 3 significant digits
+    or as many more as it takes to tell them apart."""
     finished = study.finished
-    if VARIANT in finished:
-        return finished[VARIANT].astype(str)
-    varying = [c for c in study.by if finished[c].nunique(dropna=False) > 1]
-    if not varying:
+    varying = [c for c in study.by if c != VARIANT and finished[c].nunique(dropna=False) > 1]
+    shown = ([VARIANT] if VARIANT in finished else []) + varying
+    if not shown:
         return pd.Series(study.name, index=finished.index)
-    return finished[varying].apply(
-        lambda row: ", ".join(f"{c.rsplit('.', 1)[-1]}={_value_text(v)}" for c, v in row.items()), axis=1
-    )
+    configurations = finished.groupby(shown, dropna=False).ngroups
+
+    def text(column: str, value, digits: int) -> str:
+        if column == VARIANT:
+            return str(value)
+        number = isinstance(value, float) and not np.isnan(value)
+        return f"{column.rsplit('.', 1)[-1]}={f'{value:.{digits}g}' if number else _value_text(value)}"
+
+    for digits in (3, 6, 17):
+        labels = finished[shown].apply(lambda row: ", ".join(text(c, v, digits) for c, v in row.items()), axis=1)
+        if labels.nunique() == configurations:
+            break
+    return labels
 
 
 def _baseline(text: str) -> dict:
@@ -194,14 +204,7 @@ def _study_section(study: StudyResults, tables: dict) -> str:
         "configuration ran with several; a group's accuracy is the mean of its classes' accuracies and its header "
         "gives its class count; `-` marks an empty group; bold is the best per column."
     )
-    stopped = everything[everything["status"] == "stopped"] if len(everything) else everything
-    if len(stopped):
-        lines += ["", f"Stopped early by ASHA (not in the tables): {', '.join(stopped['trial_id'])}."]
-    unfinished = everything[everything["status"] == "unfinished"] if len(everything) else everything
-    if len(unfinished):
-        total = study.config.train.epochs + study.config.train.crt_epochs
-        listed = ", ".join(f"{r.trial_id} ({r.epochs_done}/{total} epochs)" for r in unfinished.itertuples())
-        lines += ["", f"Unfinished (not in the tables): {listed}."]
+    lines += _not_in_tables(everything, study.config.train.epochs + study.config.train.crt_epochs)
     if "shot" in tables:
         lines += ["", "### Head / medium / tail accuracy", "", to_markdown(tables["shot"])]
         lines += ["### Neural collapse (training features, final epoch)", "", to_markdown(tables["nc"])]
@@ -210,3 +213,28 @@ def _study_section(study: StudyResults, tables: dict) -> str:
         lines += ["### Differences against the baseline (paired by seed, 95% t-interval, percentage points)", "",
                   to_markdown(tables["differences"])]  # fmt: skip
     return "\n".join(lines)
+
+
+NOT_IN_TABLES = {
+    "stopped": "Stopped early by ASHA",
+    "failed": "Failed",
+    "interrupted": "Interrupted (`python -m ncstudy resume` continues them)",
+    "unfinished": "Unfinished",
+}
+
+
+def _not_in_tables(trials: pd.DataFrame, total_epochs: int) -> list[str]:
+    """A line per status that keeps trials out of the tables, each trial with the epochs it reached
+    (and a failed trial's error)."""
+    lines = []
+    for status, heading in NOT_IN_TABLES.items():
+        rows = trials[trials["status"] == status] if len(trials) else trials
+        if not len(rows):
+            continue
+        listed = []
+        for row in rows.itertuples():
+            error = getattr(row, "error", None)
+            reason = f": {error}" if status == "failed" and isinstance(error, str) else ""
+            listed.append(f"{row.trial_id} ({row.epochs_done}/{total_epochs} epochs{reason})")
+        lines += ["", f"{heading}, not in the tables: {'; '.join(listed)}."]
+    return lines

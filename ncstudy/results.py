@@ -2,10 +2,14 @@
 (RESULTS/<name>/ray/tune/<trial>/params.json and result.json), so the same reader serves a finished
 study, a running one and one that was cut short; and trials.parquet / epochs.parquet written from it.
 
-A trial is finished when its last report is the last epoch (main stage plus cRT), stopped when the
-scheduler (ASHA) ended it early, unfinished otherwise (running, killed, failed). Reports repeated
-after a worker restart (the epochs since the last checkpoint) are kept once, the latest. Files are
-written to a temporary name and renamed, so a reader never sees half a file.
+A trial's status comes from Tune's saved experiment state (`ray.tune.ExperimentAnalysis`) and its
+reports: finished (Tune ended it after its last epoch, main stage plus cRT), stopped (Tune ended it
+earlier: the ASHA scheduler), failed (it raised; `error` holds the error's last line), interrupted
+(the study was stopped while it ran or waited: `resume` continues it). Without Tune's state (a
+folder copied without it) a trial is finished when its reports reach the last epoch, else
+unfinished. Reported epochs count completed epochs, 1 to the total. Reports repeated after a worker
+restart (the epochs since the last checkpoint) are kept once, the latest. Files are written to a
+temporary name and renamed, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from ray.tune import Callback
 
 TUNE_BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",
@@ -23,8 +28,29 @@ TUNE_BOOKKEEPING = {
 }  # fmt: skip
 
 
-def _reports(trial_folder: Path) -> list[dict]:
-    result_file = trial_folder / "result.json"
+REPORTS = "reports"  # RESULTS/<name>/reports/<trial id>.jsonl
+
+
+class ReportLog(Callback):
+    """Appends every report a trial makes to RESULTS/<name>/reports/<trial id>.jsonl, flushed at
+    once, in the driver. Tune's own result.json is not enough: Tune writes it in a staging folder of
+    the Ray session and copies it into the study folder now and then, and a resumed trial starts a
+    new one there (seen: a trial interrupted after 2 epochs and resumed kept epochs 3 to 12 only).
+    The folder is derived from the trial's storage path (STUDY/ray/tune/<trial>), which `resume`
+    sets anew, so a moved results folder is written in its new place."""
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        folder = Path(trial.path).parents[2] / REPORTS
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{trial.trial_id}.jsonl", "a") as log:
+            log.write(json.dumps(result, default=str) + "\n")
+
+
+def _reports(trial_folder: Path, trial_id: str) -> list[dict]:
+    """The trial's reports: ReportLog's file, or Tune's result.json for a study written before it."""
+    result_file = trial_folder.parents[2] / REPORTS / f"{trial_id}.jsonl"
+    if not result_file.exists():
+        result_file = trial_folder / "result.json"
     if not result_file.exists():
         return []
     rows = []
@@ -36,22 +62,58 @@ def _reports(trial_folder: Path) -> list[dict]:
     return rows
 
 
-def read_experiment(
-    tune_folder: Path, total_epochs: int, stopped: set[str] = frozenset()
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, epochs): a row per trial (trial_id, status finished/stopped/unfinished, epochs_done,
-    param.*, its last report, checkpoint_path); a row per trial per reported epoch. `stopped`: the
-    ids of trials the scheduler ended early (Tune's result grid knows them; trials.parquet keeps them)."""
+def tune_statuses(tune_folder: Path) -> dict[str, tuple[str, str, str | None]]:
+    """trial folder name -> (trial id, Tune's status, the last line of its error or None), from the
+    experiment state Tune saved; empty where there is none yet."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        analysis = ExperimentAnalysis(str(tune_folder))
+    except (ValueError, FileNotFoundError, OSError):
+        return {}
+    statuses = {}
+    for trial in analysis.trials:
+        error = None
+        if trial.status == "ERROR":
+            error_file = Path(trial.path) / "error.txt"
+            lines = error_file.read_text().strip().splitlines() if error_file.exists() else []
+            error = lines[-1][:300] if lines else "error (no message saved)"
+        statuses[Path(trial.path).name] = (trial.trial_id, trial.status, error)
+    return statuses
+
+
+def _trial_id(folder: Path) -> str:
+    """Without Tune's state: the id in Tune's result.json, else the folder name's (run_trial_<id>_<n>_...)."""
+    tune_reports = [line for line in (folder / "result.json").read_text().splitlines() if line.strip()] if (folder / "result.json").exists() else []
+    try:
+        return str(json.loads(tune_reports[-1])["trial_id"])
+    except (IndexError, ValueError, KeyError):
+        return folder.name.split("_")[2]
+
+
+def _status(tune_status: str | None, complete: bool) -> str:
+    if tune_status is None:
+        return "finished" if complete else "unfinished"
+    if tune_status == "ERROR":
+        return "failed"
+    if tune_status == "TERMINATED":
+        return "finished" if complete else "stopped"
+    return "interrupted"
+
+
+def read_experiment(tune_folder: Path, total_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs): a row per trial (trial_id, status, epochs_done, error, param.*, its last
+    report, checkpoint_path); a row per trial per reported epoch."""
+    statuses = tune_statuses(tune_folder)
     trial_rows, epoch_frames = [], []
     for folder in sorted(p for p in tune_folder.glob("*") if (p / "params.json").exists()):
         params = json.loads((folder / "params.json").read_text())
-        reports = _reports(folder)
-        trial_id = reports[-1]["trial_id"] if reports else folder.name.split("_")[2]
+        trial_id, tune_status, error = statuses.get(folder.name, (_trial_id(folder), None, None))
+        reports = _reports(folder, trial_id)
         by_epoch = {int(r["epoch"]): r for r in reports if "epoch" in r}  # the latest report of each epoch
         last = by_epoch[max(by_epoch)] if by_epoch else {}
-        finished = bool(by_epoch) and max(by_epoch) == total_epochs - 1
-        status = "finished" if finished else "stopped" if trial_id in stopped else "unfinished"
-        row = {"trial_id": trial_id, "status": status, "epochs_done": len(by_epoch)}
+        status = _status(tune_status, bool(by_epoch) and max(by_epoch) == total_epochs)
+        row = {"trial_id": trial_id, "status": status, "epochs_done": len(by_epoch), "error": error}
         row.update({f"param.{k}": v for k, v in params.items()})
         row.update({k: v for k, v in last.items() if k not in TUNE_BOOKKEEPING and k != "trial_id"})
         trial_rows.append(row)

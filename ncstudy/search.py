@@ -18,6 +18,7 @@ from __future__ import annotations
 import pickle
 import statistics
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,31 @@ def build_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.tpe_startup_trials)
 
 
+def name_objective(optuna_study: optuna.Study | None, metric: str) -> None:
+    """Name the study's objective `metric` (optuna-dashboard and the plots say "Objective 0" otherwise);
+    a searcher without a space has no study yet."""
+    if optuna_study is not None and optuna_study.metric_names != [metric]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna_study.set_metric_names([metric])
+
+
 class ResumableOptunaSearch(OptunaSearch):
     """OptunaSearch that survives a resume. Tune saves its experiment state every few seconds, the
     Optuna storage on every event, so after an interruption Tune may re-run a trial that Optuna
     already recorded as finished; its intermediate reports are then refused by Optuna
     (UpdateFinishedTrialError) and would end the study. The storage already holds that trial's
-    outcome, so they are dropped (and OptunaSearch already ignores the repeated completion)."""
+    outcome, so they are dropped (and OptunaSearch already ignores the repeated completion).
+    The Optuna study's objective is named by the metric, whether the study is created, loaded from
+    the storage, or restored with Tune's experiment."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name_objective(self._ot_study, self._metric)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        name_objective(self._ot_study, self._metric)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:
@@ -186,7 +206,7 @@ def scheduler(study: StudyConfig) -> AsyncHyperBandScheduler | None:
     if asha is None:
         return None
     return AsyncHyperBandScheduler(
-        time_attr="training_iteration",
+        time_attr="epoch",  # completed epochs; a restored trial repeats its checkpoint's report (ncstudy.train)
         max_t=study.train.epochs + study.train.crt_epochs,
         grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor,

@@ -1,61 +1,40 @@
 """The study driver: Ray Tune + Optuna over trials, each trial a Ray Train `TorchTrainer` built by
 `ncstudy.trial.run_trial`. The searcher (ncstudy.search) is seeded from the study and persisted in
-RESULTS/<name>/optuna.db. The driver also owns the study's life cycle: preflight checks, the MLflow
-parent run, resume, and the results and report at the end.
+RESULTS/<name>/optuna.db. The driver also owns the study's life cycle: preflight checks, the lock on
+the study folder, the MLflow parent run, interruption and resume, and the results and report at the
+end. Every way a driver ends leaves the folder, MLflow and Optuna saying the same thing about every
+trial (README.md, "Resume, faults and seeds").
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
+import pandas as pd
 import ray
 from ray import tune
 
 from ncstudy.cluster import check_resources, check_shared_results, init_ray
-from ncstudy.config import StudyConfig, dump_yaml, load_study, space_candidates, with_params
+from ncstudy.config import StudyConfig, check_study_name, dump_yaml, load_study, space_candidates, with_params
 from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
 from ncstudy.errors import StudyError
+from ncstudy.interrupt import INTERRUPTION
 from ncstudy.progress import StudyProgress
 from ncstudy.report import build_report
+from ncstudy.results import ReportLog, read_experiment, write_parquet, write_text
 from ncstudy.search import planned_trials, scheduler, searcher_and_space
-from ncstudy.results import read_experiment, write_parquet, write_text
-from ncstudy.tracking import TRIAL_TAG, StudyTracker, run_status, tracking_uri
+from ncstudy.study_folder import (
+    LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
+    write_tracking,
+)  # fmt: skip
+from ncstudy.tracking import TRIAL_TAG, StudyTracker, tracking_uri
 from ncstudy.trial import TRIAL_DRIVER_RESOURCES, run_trial
 
-TUNE_EXPERIMENT = "tune"
-
-
-@dataclass(frozen=True)
-class StudyPaths:
-    """Where a study writes (GUIDE.md, "Outputs")."""
-
-    results: Path
-    name: str
-
-    @property
-    def folder(self) -> Path:
-        return self.results / self.name
-
-    @property
-    def config_file(self) -> Path:
-        return self.folder / "study.yaml"
-
-    @property
-    def ray_storage(self) -> Path:
-        return self.folder / "ray"
-
-    @property
-    def tune_experiment(self) -> Path:
-        return self.ray_storage / TUNE_EXPERIMENT
-
-    @property
-    def optuna_storage(self) -> str:
-        return f"sqlite:///{(self.folder / 'optuna.db').resolve()}"
+# How each trial status of ncstudy.results ends its MLflow run.
+RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "unfinished": "KILLED"}
 
 
 def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_fast: bool = False) -> tune.RunConfig:
@@ -64,14 +43,17 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_
         name=TUNE_EXPERIMENT,
         storage_path=str(paths.ray_storage.resolve()),
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=fail_fast),
-        callbacks=[StudyProgress(planned_trials(study), study.train.epochs + study.train.crt_epochs, study.search.metric)],
+        callbacks=[
+            ReportLog(),
+            StudyProgress(planned_trials(study), study.train.epochs + study.train.crt_epochs, study.search.metric),
+        ],
         verbose=1 if verbose else 0,
     )
 
 
 def build_tuner(
     study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source,
-    verbose: bool = False, fail_fast: bool = False,
+    max_concurrent: int, verbose: bool = False, fail_fast: bool = False,
 ) -> tune.Tuner:  # fmt: skip
     """The Tuner for a fresh study."""
     searcher, param_space, num_samples = searcher_and_space(study, paths.optuna_storage)
@@ -84,7 +66,7 @@ def build_tuner(
             search_alg=searcher,
             scheduler=scheduler(study),
             num_samples=num_samples,
-            max_concurrent_trials=study.search.max_concurrent,
+            max_concurrent_trials=max_concurrent,
             # A trial driver's process has imported torch, Ray Train and MLflow (seconds on a busy
             # node); the next trial reuses it instead of starting another (run_trial keeps no state).
             # Not with ASHA: a trial it stops is still inside trainer.fit(), Tune's reset of the
@@ -111,11 +93,22 @@ def preflight(study: StudyConfig) -> Source:
 
 @dataclass(frozen=True)
 class StudyOutcome:
+    """How a driver ended: counts of the planned trials by status, and the failed trials' details."""
+
     folder: Path
-    finished: int
-    failed: int
-    tracking_uri: str
-    parent_run_id: str
+    planned: int
+    finished: int  # ran every epoch, or stopped early by ASHA: both as the study planned
+    failed: list[tuple[str, int, str]] = field(default_factory=list)  # (trial id, epochs done, error)
+    interrupted: bool = False
+    tracking_uri: str = ""
+
+    @property
+    def unfinished(self) -> int:
+        return self.planned - self.finished - len(self.failed)
+
+    @property
+    def complete(self) -> bool:
+        return self.finished == self.planned
 
 
 def _tracker(study: StudyConfig, results: Path) -> StudyTracker:
@@ -141,106 +134,167 @@ def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, par
     )
 
 
+def _start_ray(study: StudyConfig, paths: StudyPaths, verbose: bool) -> int:
+    """Ray, and what it must hold before anything is written; returns the trials to run at once."""
+    max_concurrent = check_resources(study, init_ray(study.resources.address, verbose))
+    check_shared_results(paths.results, study.tracking.uri)
+    return max_concurrent
+
+
 def run_study(
     study: StudyConfig, results: Path, restart: bool = False, verbose: bool = False, fail_fast: bool = False
 ) -> StudyOutcome:
-    """Run a fresh study: validate the data, write study.yaml, search, write results and the report."""
-    paths = StudyPaths(results.resolve(), study.name)
-    if paths.config_file.exists() and not restart:
-        if is_unfinished(results, study.name) and load_study(paths.config_file) == study:
-            print(f"{paths.folder} holds an unfinished run of this study: resuming it (--restart starts afresh)")
-            return resume_study(study.name, results, verbose)
-        raise StudyError(
-            f"{paths.folder}: a study named {study.name!r} is already there; "
-            f"`python -m ncstudy resume {study.name}` continues it, `run --restart` replaces it"
-        )
+    """Run a fresh study: validate the data, write study.yaml, search, write results and the report.
+    Running an unfinished study of the same config again resumes it."""
+    paths = study_paths(results, study.name)
     source = preflight(study)
-    check_resources(study, init_ray(study.resources.address, verbose))
-    check_shared_results(paths.results, study.tracking.uri)
-    if restart and paths.folder.exists():
-        shutil.rmtree(paths.folder)
-    paths.folder.mkdir(parents=True, exist_ok=True)
-    write_text(dump_yaml(study), paths.config_file)
+    max_concurrent = _start_ray(study, paths, verbose)
+    with StudyLock(paths.folder):
+        if paths.config_file.exists() and not restart:
+            if is_unfinished(paths) and load_study(paths.config_file) == study:
+                print(f"{paths.folder} holds an unfinished run of this study: resuming it (--restart starts afresh)")
+                return _resume_locked(study, paths, source, max_concurrent, verbose)
+            raise StudyError(
+                f"{paths.folder}: a study named {study.name!r} is already there; "
+                f"`python -m ncstudy resume {study.name}` continues it, `run --restart` replaces it"
+            )
+        if any(entry.name != LOCK_FILE for entry in paths.folder.iterdir()):
+            if not restart:
+                raise StudyError(f"{paths.folder}: holds files but no study; choose another name or move that folder away")
+            clear_for_restart(paths)
+        write_text(dump_yaml(study), paths.config_file)
+        return _start_search(study, paths, source, max_concurrent, verbose, fail_fast)
 
+
+def _start_search(
+    study: StudyConfig, paths: StudyPaths, source: Source, max_concurrent: int, verbose: bool, fail_fast: bool = False
+) -> StudyOutcome:
+    """The study's parent run, recorded before any trial starts, then the search."""
     tracker = _tracker(study, paths.results)
     parent_run_id = tracker.start_study(study.name, study.model_dump(mode="json"), paths.config_file)
-    write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": tracker.uri}), paths.folder / "tracking.json")
-    with _closing_on_error(tracker, parent_run_id):
-        tuner = build_tuner(study, paths, tracker, parent_run_id, source, verbose, fail_fast)
-        return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
-
-
-@contextmanager
-def _closing_on_error(tracker: StudyTracker, parent_run_id: str):
-    """Never leave the study's runs RUNNING: KILLED on Ctrl-C (the parent and the trials it stopped,
-    which leave their runs to the driver), FAILED on any other error."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        tracker.close_interrupted(parent_run_id)
-        tracker.finish(parent_run_id, "KILLED")
-        raise
-    except BaseException:
-        tracker.finish(parent_run_id, "FAILED")
-        raise
+    write_tracking(paths, parent_run_id, study.tracking.uri)
+    write_state(paths, "running")
+    tuner = build_tuner(study, paths, tracker, parent_run_id, source, max_concurrent, verbose, fail_fast)
+    return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 
 def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcome:
-    """Continue an interrupted study to its planned trial count: Tune restores the experiment and the
-    searcher's state (the Optuna storage lives in the study folder too); finished trials are kept,
-    unfinished ones resume from their last checkpoint, errored ones stay errored; MLflow runs the
-    interruption left RUNNING are marked KILLED and a resumed trial reopens its own run."""
-    paths = StudyPaths(results.resolve(), name)
+    """Continue an interrupted study to its planned trial count (see `_resume_locked`)."""
+    paths = study_paths(results, check_study_name(name))
     if not paths.config_file.exists():
         raise StudyError(f"{paths.config_file}: no study named {name!r} under {results}")
     study = load_study(paths.config_file)
-    tracking_file = paths.folder / "tracking.json"
-    if not tracking_file.exists() or not tune.Tuner.can_restore(str(paths.tune_experiment)):
-        raise StudyError(f"{paths.folder}: the study never started searching; `run --restart` starts it afresh")
-    saved = json.loads(tracking_file.read_text())
-    tracker = StudyTracker(saved["tracking_uri"], study.tracking.experiment or study.name)
-    parent_run_id = saved["parent_run_id"]
+    read_tracking(paths)  # a corrupt record fails here, before Ray starts
     source = preflight(study)
-    check_resources(study, init_ray(study.resources.address, verbose))
-    check_shared_results(paths.results, study.tracking.uri)
+    max_concurrent = _start_ray(study, paths, verbose)
+    with StudyLock(paths.folder):
+        return _resume_locked(study, paths, source, max_concurrent, verbose)
+
+
+def _resume_locked(study: StudyConfig, paths: StudyPaths, source: Source, max_concurrent: int, verbose: bool) -> StudyOutcome:
+    """Tune restores the experiment and the searcher's state (the Optuna storage lives in the study
+    folder too); finished trials are kept, interrupted ones resume from their last checkpoint, failed
+    ones stay failed; MLflow runs the interruption left RUNNING are marked KILLED and a resumed
+    trial reopens its own. A study interrupted before Tune first saved its state ran nothing that
+    resume could continue: its search starts again under the same parent run."""
+    record = read_tracking(paths)
+    if record is None:  # interrupted before the parent run was recorded
+        return _start_search(study, paths, source, max_concurrent, verbose)
+    parent_run_id, _ = record
+    tracker = _tracker(study, paths.results)
     tracker.close_interrupted(parent_run_id)
     tracker.client.update_run(parent_run_id, status="RUNNING")
-    with _closing_on_error(tracker, parent_run_id):
+    write_state(paths, "running")
+    if tune.Tuner.can_restore(str(paths.tune_experiment)):
         tuner = tune.Tuner.restore(
             str(paths.tune_experiment),
             trainable=_trainable(study, paths, tracker, parent_run_id, source),
             resume_unfinished=True,
             resume_errored=False,
         )
-        return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
+    else:
+        tuner = build_tuner(study, paths, tracker, parent_run_id, source, max_concurrent, verbose)
+    return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 
-def is_unfinished(results: Path, name: str) -> bool:
-    """A study folder whose search started but whose results were never written."""
-    folder = results.resolve() / name
-    return (folder / "tracking.json").exists() and not (folder / "trials.parquet").exists()
+def _fit_and_finish(tuner: tune.Tuner, study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str) -> StudyOutcome:
+    """Run the search; then, however it ended, make the results folder, MLflow and Optuna agree.
+    A second Ctrl-C (or one after the search, while the results are written) stops at once: what
+    ran is marked KILLED and `resume` finishes the job."""
+    try:
+        with INTERRUPTION.tune_loop():
+            tuner.fit()
+        return _finish(study, paths, tracker, parent_run_id)
+    except KeyboardInterrupt:
+        tracker.close_interrupted(parent_run_id)
+        tracker.finish(parent_run_id, "KILLED")
+        write_state(paths, "interrupted")
+        raise
+    except BaseException:
+        tracker.close_interrupted(parent_run_id)
+        tracker.finish(parent_run_id, "FAILED")
+        write_state(paths, "failed")
+        raise
 
 
-def _fit_and_finish(tuner, study, paths, tracker, parent_run_id) -> StudyOutcome:
-    grid = tuner.fit()
-    ended = {r.metrics.get("trial_id") for r in grid if r.error is None and r.metrics}
-    children = tracker.children(parent_run_id)
-    for run in children:  # a trial ASHA stopped is interrupted inside trainer.fit(): Tune says how it ended
-        normal_end = run.data.tags.get(TRIAL_TAG) in ended
-        if run.info.status == "RUNNING" or (normal_end and run.info.status == "FAILED"):
-            tracker.finish(run.info.run_id, "FINISHED" if normal_end else "KILLED")
-    run_ids = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in children}
-    trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs, ended)
-    done = trials[trials["status"] != "unfinished"] if len(trials) else trials
-    done = done.assign(mlflow_run_id=done["trial_id"].map(run_ids)) if len(done) else done
-    failed = sum(1 for result in grid if result.error is not None)
+def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str) -> StudyOutcome:
+    """Trials' statuses from Tune, their MLflow runs closed to match, the tables, report and best
+    configuration, and the state the next driver reads."""
+    trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs)
+    outcome = _outcome(study, paths, trials, tracker.uri)
+    trials = _close_trial_runs(tracker, parent_run_id, trials)
+    if not outcome.interrupted:
+        _close_orphaned_optuna_trials(study, paths)
+    done = trials[trials["status"].isin(["finished", "stopped"])] if len(trials) else trials
     write_parquet(done, paths.folder / "trials.parquet")
     write_parquet(epochs, paths.folder / "epochs.parquet")
     build_report([study.name], paths.results)
+    tracker.log_best(parent_run_id, trials, study.search.metric, study.search.mode)
     tracker.log_artifacts(
         parent_run_id,
         [paths.folder / "report.md", paths.folder / "trials.parquet", paths.folder / "epochs.parquet",
          paths.folder / "tables", paths.folder / "figures"],
     )  # fmt: skip
-    tracker.finish(parent_run_id, run_status(failed=len(done) == 0))
-    return StudyOutcome(paths.folder, len(done), failed, tracker.uri, parent_run_id)
+    state = "interrupted" if outcome.interrupted else "finished" if outcome.complete else "failed"
+    tracker.finish(parent_run_id, {"interrupted": "KILLED", "finished": "FINISHED", "failed": "FAILED"}[state])
+    write_state(paths, state, planned=outcome.planned, finished=outcome.finished, failed=len(outcome.failed))
+    return outcome
+
+
+def _outcome(study: StudyConfig, paths: StudyPaths, trials: pd.DataFrame, uri: str) -> StudyOutcome:
+    planned = planned_trials(study)
+    rows = trials if len(trials) else pd.DataFrame(columns=["trial_id", "status", "epochs_done", "error"])
+    finished = int(rows["status"].isin(["finished", "stopped"]).sum())
+    failed = [(r.trial_id, int(r.epochs_done), str(r.error)) for r in rows[rows["status"] == "failed"].itertuples()]
+    interrupted = INTERRUPTION.interrupted or (finished + len(failed) < planned and not failed)
+    return StudyOutcome(paths.folder, planned, finished, failed, interrupted, uri)
+
+
+def _close_trial_runs(tracker: StudyTracker, parent_run_id: str, trials: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's MLflow run ends as its trial did (RUN_STATUS); a run whose trial Tune no longer
+    knows (an attempt killed before Tune saved it, then run again under a new id) ends KILLED.
+    Returns `trials` with the `mlflow_run_id` of each."""
+    status_of = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
+    run_ids = {}
+    for run in tracker.children(parent_run_id):
+        trial_id = run.data.tags.get(TRIAL_TAG)
+        wanted = RUN_STATUS[status_of[trial_id]] if trial_id in status_of else "KILLED"
+        if trial_id in status_of:
+            run_ids[trial_id] = run.info.run_id
+        if run.info.status != wanted and (trial_id in status_of or run.info.status == "RUNNING"):
+            tracker.finish(run.info.run_id, wanted)
+    return trials.assign(mlflow_run_id=trials["trial_id"].map(run_ids)) if len(trials) else trials
+
+
+def _close_orphaned_optuna_trials(study: StudyConfig, paths: StudyPaths) -> None:
+    """Once no trial is left to continue, an Optuna trial still RUNNING belongs to an attempt that
+    was interrupted and whose Tune trial was run again under a new id: mark it FAIL, so the Optuna
+    study (optuna-dashboard, the report's Optuna figures) holds only trials that ended."""
+    if not (paths.folder / "optuna.db").exists():
+        return
+    try:
+        optuna_study = optuna.load_study(study_name=study.name, storage=paths.optuna_storage)
+    except KeyError:  # no Optuna study of that name (a grid study)
+        return
+    for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

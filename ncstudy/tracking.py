@@ -4,26 +4,55 @@ MLflow 3 refuses its plain file store, so the local default is sqlite at an abso
 `RESULTS/mlflow.db`, with artifacts beside it in `RESULTS/mlartifacts`. Per-epoch metrics are
 logged by `MlflowReportCallback`, a Ray Train callback that runs in the trial's Train controller and
 sees what rank 0 reported, so each trial is logged once however many workers it has; it also logs
-the figures the final checkpoint carries.
+the figures the final checkpoint carries and the trial's training split as an MLflow dataset input.
+
+What a researcher compares in the MLflow UI: a trial's run is named by what sets it apart
+(`trial_run_name`: variant, searched values, seed; the Tune trial id stays a tag), the study's run
+carries the best trial's objective, test accuracies and configuration (`StudyTracker.log_best`).
+MLflow refuses some keys (mlflow.utils.validation: only alphanumerics, `_ - . / ` and spaces, at
+most 250 characters, no path tricks such as `a//b`) and any change of a logged param, so every key
+passes through `mlflow_keys` and values that differ between Ray sessions (the worker nodes) are tags.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import numbers
+import posixpath
+import re
 import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 from ray.train.v2.api.callback import UserCallback
 
 from ncstudy.checkpoint_files import COLLAPSE_FILE, FIGURES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "ncstudy.study"
 TRIAL_TAG = "ncstudy.trial_id"
 MAX_PARAMS_PER_BATCH = 100
+SEED_PARAM = "train.seed"  # the training seed in a trial's params (ncstudy.search.SEED_KEY)
+VARIANT_PARAM = "variant"
+SHORT_NAMES = {"data.imbalance.ratio": "r"}
+SESSION_STRINGS = frozenset({"worker_nodes"})  # reported strings that change when a trial resumes: tags
+BEST_ACCURACIES = ("acc_all", "acc_many", "acc_medium", "acc_few")
+TRUNCATED = "...[truncated]"
+MAX_RUN_NAME_LENGTH = 250  # the run name column of MLflow's SQL stores (sqlite alone does not enforce it)
+# Characters MLflow refuses in a key (mlflow.utils.validation.validate_param_and_metric_name), and
+# the colon, which it refuses on Windows.
+_REFUSED_IN_KEY = re.compile(r"[^\w./\- ]")
 
 
 def tracking_uri(configured: str | None, results_dir: Path) -> str:
@@ -45,17 +74,139 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _params(values: dict[str, Any]) -> list[Param]:
-    return [Param(key, str(value)) for key, value in values.items()]
+def _digest(text: str, length: int = 6) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
 
 
-def _metrics(values: dict[str, Any], step: int) -> list[Metric]:
+def _with_suffix(key: str, original: str) -> str:
+    """`key` made distinct by a short hash of the original key, within MLflow's length limit."""
+    suffix = f"-{_digest(original)}"
+    return key[: MAX_ENTITY_KEY_LENGTH - len(suffix)] + suffix
+
+
+def _resolves_to_itself(key: str) -> bool:
+    """MLflow's path rule (mlflow.utils.validation.path_not_unique): a key read as a path names itself."""
+    return posixpath.normpath(key) == key and key != "." and not key.startswith(("/", ".."))
+
+
+def mlflow_key(key: str) -> str:
+    """`key` as MLflow accepts it: each refused character becomes `_`; a key that a path would
+    resolve to another name (`a//b`, `./a`, `..`) loses its slashes, then if need be gains a leading
+    `_`; a key over MLflow's length limit is cut and made distinct by a short hash."""
+    safe = _REFUSED_IN_KEY.sub("_", key)
+    if not _resolves_to_itself(safe):
+        safe = safe.replace("/", "_")
+        if not _resolves_to_itself(safe):
+            safe = "_" + safe
+    return safe if len(safe) <= MAX_ENTITY_KEY_LENGTH else _with_suffix(safe, key)
+
+
+def mlflow_keys(keys: Iterable[str]) -> dict[str, str]:
+    """{key: the key MLflow sees}: `mlflow_key` of each, deterministic, and unique: where changed
+    keys meet (`+ L_W` and `- L_W` both give `_ L_W`), each changed one gains a short hash of itself."""
+    safe = {key: mlflow_key(key) for key in keys}
+    counts = Counter(safe.values())
+    return {key: _with_suffix(value, key) if counts[value] > 1 and value != key else value for key, value in safe.items()}
+
+
+def _limited(text: str, limit: int) -> str:
+    """`text` within MLflow's length limit, a cut one ending in TRUNCATED."""
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    keys = mlflow_keys(values)
+    return [Param(keys[key], _limited(str(value), MAX_PARAM_VAL_LENGTH)) for key, value in values.items()]
+
+
+def _tags(values: Mapping[str, Any]) -> list[RunTag]:
+    keys = mlflow_keys(values)
+    return [RunTag(keys[key], _limited(str(value), MAX_TAG_VAL_LENGTH)) for key, value in values.items()]
+
+
+def _is_number(value: Any) -> bool:
+    """A finite number (numpy's included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _metrics(values: Mapping[str, Any], step: int) -> list[Metric]:
     stamp = int(time.time() * 1000)
-    return [
-        Metric(key, float(value), stamp, step)
-        for key, value in values.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ]
+    finite = {key: value for key, value in values.items() if _is_number(value)}
+    keys = mlflow_keys(finite)
+    return [Metric(keys[key], float(value), stamp, step) for key, value in finite.items()]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _value_text(value: Any) -> str:
+    """A searched value in a run name: 3 significant digits, `none` for None (the hard-min temperature)."""
+    if _missing(value):
+        return "none"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """{dotted key: its name in a run name}: `r` for the ratio, else the last part, or the whole key
+    where two keys share their last part (`loss.tau` beside `regularizer.tau`)."""
+    last = Counter(key.rsplit(".", 1)[-1] for key in keys)
+    return {
+        key: SHORT_NAMES.get(key) or (key.rsplit(".", 1)[-1] if last[key.rsplit(".", 1)[-1]] == 1 else key)
+        for key in keys
+    }
+
+
+def trial_run_name(params: Mapping[str, Any], trial_id: str, several_seeds: bool) -> str:
+    """A trial's run name: what sets it apart from the study's other trials, from its sampled
+    `params` (dotted keys as run_trial receives them): the variant, the searched values and, in a
+    study of several seeds, the seed, e.g. `+ L_W & L_B · r=100 · seed 1` or
+    `lambda_within=0.0123 lambda_between=0.456 temperature=none`; the trial id when nothing was searched."""
+    searched = [key for key in params if key not in (VARIANT_PARAM, SEED_PARAM)]
+    names = _short_names(searched)
+    parts = [str(params[VARIANT_PARAM])] if VARIANT_PARAM in params else []
+    if searched:
+        parts.append(" ".join(f"{names[key]}={_value_text(params[key])}" for key in searched))
+    if several_seeds and SEED_PARAM in params:
+        parts.append(f"seed {params[SEED_PARAM]}")
+    return " · ".join(parts) or trial_id
+
+
+def dataset_name(data: Mapping[str, Any]) -> str:
+    """The training set's name from the trial's `data` settings: `cifar10-LT r=100`; a Parquet or
+    file-list source is named by its folder; a step profile says so."""
+    dataset = data["dataset"]
+    if dataset in ("parquet", "filelist") and data.get("root"):
+        dataset = Path(data["root"]).name
+    imbalance = data["imbalance"]
+    ratio = float(imbalance["ratio"])
+    profile = " step" if imbalance.get("profile") == "step" else ""
+    return f"{dataset}{'-LT' if ratio > 1 else ''}{profile} r={ratio:g}"
+
+
+def training_dataset(data: Mapping[str, Any], fingerprint: str, num_train: int) -> DatasetInput:
+    """The trial's training split as an MLflow dataset input (context `training`): named by
+    `dataset_name`, its digest the split fingerprint, its source the data settings that drew it."""
+    source = {key: data.get(key) for key in ("dataset", "root", "seed", "imbalance")}
+    dataset = Dataset(
+        name=dataset_name(data),
+        digest=fingerprint,
+        source_type="ncstudy",
+        source=json.dumps(source, sort_keys=True),
+        profile=json.dumps({"num_rows": num_train}),
+    )
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
+def best_trial(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    """The finished trial with the best `metric` (`mode` max or min), or None when none has it."""
+    finished = trials[trials["status"] == "finished"] if "status" in trials else trials
+    if metric not in finished:
+        return None
+    measured = finished[finished[metric].notna()]
+    if measured.empty:
+        return None
+    return measured.loc[measured[metric].idxmax() if mode == "max" else measured[metric].idxmin()]
 
 
 class StudyTracker:
@@ -94,16 +245,19 @@ class StudyTracker:
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
         )
 
-    def start_trial(self, parent_run_id: str, study: str, trial_id: str, params: dict[str, Any]) -> str:
-        """The trial's child run under the study's parent run; a trial resumed after an interruption
-        gets its own run back (set RUNNING again), so MLflow holds one run per trial."""
+    def start_trial(
+        self, parent_run_id: str, study: str, trial_id: str, params: dict[str, Any], run_name: str | None = None
+    ) -> str:
+        """The trial's child run under the study's parent run, named `run_name` (default: the trial
+        id, which is always the tag TRIAL_TAG); a trial resumed after an interruption gets its own
+        run back (set RUNNING again), so MLflow holds one run per trial."""
         for run in self.children(parent_run_id):
             if run.data.tags.get(TRIAL_TAG) == trial_id:
                 self.client.update_run(run.info.run_id, status="RUNNING")
                 return run.info.run_id
         run = self.client.create_run(
             self.experiment_id,
-            run_name=trial_id,
+            run_name=_limited(run_name or trial_id, MAX_RUN_NAME_LENGTH),
             tags={PARENT_TAG: parent_run_id, STUDY_TAG: study, TRIAL_TAG: trial_id},
         )
         self.log_params(run.info.run_id, params)
@@ -121,6 +275,25 @@ class StudyTracker:
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
+    def log_best(self, parent_run_id: str, trials: pd.DataFrame, metric: str, mode: str) -> None:
+        """On the study's run, the best finished trial of `trials` (ncstudy.results.read_experiment's
+        table) by `metric` and `mode`: metrics `best_<metric>` and its test `best_acc_all/many/medium/few`,
+        and tags `best.trial_id`, `best.run_id` (with an `mlflow_run_id` column) and `best.<key>` per
+        searched parameter. Tags, not params: a resumed study that ends with a better trial logs
+        again, and MLflow refuses to change a param. Nothing is logged without a finished trial."""
+        best = best_trial(trials, metric, mode)
+        if best is None:
+            return
+        metrics = {f"best_{column}": best.get(column) for column in (metric, *BEST_ACCURACIES)}
+        tags = {"best.trial_id": best["trial_id"]}
+        if not _missing(best.get("mlflow_run_id")):
+            tags["best.run_id"] = best["mlflow_run_id"]
+        for column in best.index:
+            if column.startswith("param."):
+                value = best[column]
+                tags[f"best.{column.removeprefix('param.')}"] = "none" if _missing(value) else value
+        self.client.log_batch(parent_run_id, metrics=_metrics(metrics, step=0), tags=_tags(tags))
+
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
         """Files as artifacts at the top level, folders under their own name."""
         for path in paths:
@@ -135,27 +308,40 @@ class StudyTracker:
 
 class MlflowReportCallback(UserCallback):
     """Logs each report of rank 0 to the trial's child run: numbers as metrics at step=epoch,
-    strings (the data fingerprint) once as params."""
+    strings once as params (the data fingerprint) except those of SESSION_STRINGS, which a resumed
+    trial reports with new values and which are tags; with the trial's `data` settings, the first
+    report that carries the split fingerprint also logs the training set as a dataset input."""
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
         self.uri = uri
         self.run_id = run_id
+        self.data = data
         self._logged_params: set[str] = set()
+        self._logged_dataset = False
+        self._last_step: int | None = None  # the last epoch the run holds metrics for
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         values = metrics[0]
         step = int(values.get("epoch", 0))
-        new_params = {
-            k: v for k, v in values.items() if isinstance(v, str) and k not in self._logged_params
-        }
+        strings = {k: v for k, v in values.items() if isinstance(v, str)}
+        new_params = {k: v for k, v in strings.items() if k not in SESSION_STRINGS and k not in self._logged_params}
+        session = {k: v for k, v in strings.items() if k in SESSION_STRINGS}
         client = MlflowClient(tracking_uri=self.uri)
+        if self._last_step is None:  # a resumed trial's run may hold epochs already
+            self._last_step = int(client.get_run(self.run_id).data.tags.get("ncstudy.last_epoch", -1))
+        repeated = step <= self._last_step  # a restored trial repeats its checkpoint's epoch (ncstudy.train)
+        self._last_step = max(self._last_step, step)
         client.log_batch(
             self.run_id,
-            metrics=_metrics(values, step),
+            metrics=[] if repeated else _metrics(values, step),
             params=_params(new_params),
-            tags=[RunTag("ncstudy.last_epoch", str(step))],
+            tags=_tags({**session, "ncstudy.last_epoch": self._last_step}),
         )
         self._logged_params.update(new_params)
+        if self.data is not None and not self._logged_dataset and "data_fingerprint" in values:
+            dataset = training_dataset(self.data, values["data_fingerprint"], int(values.get("num_train", 0)))
+            client.log_inputs(self.run_id, datasets=[dataset])
+            self._logged_dataset = True
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 figures = Path(folder) / FIGURES

@@ -6,7 +6,9 @@ lambda_W * L_W + lambda_B * L_B (+ the centre-loss baseline) on the pooled featu
 AISTATS 2023, Eq. 6). An optional cRT stage (Kang et al., ICLR 2020) follows: the backbone frozen,
 the classifier re-initialized and trained on class-balanced batches. Every epoch reports validation
 accuracy by frequency group and saves a checkpoint; the last adds test accuracy by group and the
-neural-collapse metrics of the training features. Metrics leave only through `ray.train.report`:
+neural-collapse metrics of the training features. A report's `epoch` counts completed epochs (1 to
+the total), everywhere a reader sees it: console, epochs.parquet, MLflow steps, figures; settings
+such as `start_epoch` and `drw_epoch` are 0-based loop indices (LDAM-DRW's convention). Metrics leave only through `ray.train.report`:
 tracking is the driver's business (see ncstudy.tracking.MlflowReportCallback).
 """
 
@@ -249,13 +251,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     }
     static.update({f"classes_{name}": len(members) for name, members in data.groups.items()})
     total_epochs = config.train.epochs + config.train.crt_epochs
-    if state.next_epoch >= total_epochs:
-        # Restored after the trial had finished (the driver died before Tune recorded it): say it again.
+    if checkpoint is not None and state.last_metrics:
+        # Restored: say the checkpoint's epoch again. An interrupted driver may have stopped before
+        # it took that report (the worker saves the checkpoint first), and a trial restored after
+        # its last epoch (the driver died before Tune recorded it) has nothing else to say. The
+        # driver keeps the latest report of each epoch; MLflow logs an epoch once.
         ray.train.report(state.last_metrics)
+    if state.next_epoch >= total_epochs:
         return
     for epoch in range(state.next_epoch, total_epochs):
         started = time.perf_counter()
-        metrics: dict[str, Any] = {"epoch": epoch, **static}
+        metrics: dict[str, Any] = {"epoch": epoch + 1, **static}  # completed epochs, 1 to the total
         if epoch < config.train.epochs:
             metrics.update(train_epoch(epoch, config, model, state, train, data, rank, world_size))
         else:
@@ -297,7 +303,7 @@ def measure_collapse(state: TrialState, train, test, data: StudyData, bf16: bool
     metrics = {k: v for k, v in on_train.metrics.items() if is_collapse_key(k)}
     metrics.update({f"train_{k}": v for k, v in on_train.metrics.items() if not is_collapse_key(k)})
     metrics.update({k if k.startswith("acc_") else f"test_{k}": v for k, v in on_test.metrics.items()})
-    state.history.append({"epoch": epoch, **{k: v for k, v in metrics.items() if is_collapse_key(k)}})
+    state.history.append({"epoch": epoch + 1, **{k: v for k, v in metrics.items() if is_collapse_key(k)}})
     return Measurement(metrics, on_train.collapse.mean_norms, on_train.collapse.angles_deg, on_test.per_class_accuracy)
 
 

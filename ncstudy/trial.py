@@ -31,7 +31,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ncstudy.config import StudyConfig, with_params
 from ncstudy.data.build import source_key
-from ncstudy.tracking import MlflowReportCallback, StudyTracker, flatten, run_status
+from ncstudy.tracking import MlflowReportCallback, StudyTracker, flatten, run_status, trial_run_name
 
 # The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
 # request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
@@ -61,7 +61,8 @@ def run_trial(
     sits in a list so that Tune hands it over unresolved and the workers read it zero-copy."""
     study = with_params(StudyConfig.model_validate(base), params)
     trial_id = tune.get_context().get_trial_id()
-    run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")))
+    run_name = trial_run_name(params, trial_id, several_seeds=len(study.search.seed_list) > 1)
+    run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")), run_name)
     loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
     if shared_source is not None and shared_source[0] == source_key(study.data):
         loop_config["source"] = shared_source[1]
@@ -76,7 +77,7 @@ def run_trial(
         run_config=TrainRunConfig(
             name=f"train_{trial_id}",
             storage_path=ray_storage,
-            callbacks=[TuneReportCallback(), MlflowReportCallback(tracker.uri, run_id)],
+            callbacks=[TuneReportCallback(), MlflowReportCallback(tracker.uri, run_id, loop_config["study"]["data"])],
             failure_config=TrainFailureConfig(max_failures=res.max_failures, controller_failure_limit=0),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ncstudy.config import dump_yaml, load_study, with_params
-from ncstudy.errors import StudyError
+from ncstudy.config import check_study_name, dump_yaml, load_study, with_params
+from ncstudy.errors import StudyError, excerpt
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "studies" / "quickstart.yaml"
@@ -60,6 +60,48 @@ def test_bad_study_files_give_one_line_naming_the_key(tmp_path, text, message):
         load_study(write(tmp_path, text))
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_an_override_reaches_a_search_space_entry_whose_key_has_dots():
+    study = load_study(QUICKSTART, ["search.space.regularizer.lambda_within.high=0.5"])
+    assert study.search.space["regularizer.lambda_within"].high == 0.5
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "{loss.name: logit_adjusted}",  # set by a variant
+        "{regularizer.temperature: 0.5}",  # a value of an earlier choice
+        "{regularizer.lambda_within: 0.05}",  # inside an earlier range
+        "{model.head: linear}",  # the file's value
+    ],
+)
+def test_conditions_that_can_hold_are_accepted(tmp_path, when):
+    study = write(tmp_path, "name: x\nsearch:\n  variants: {ce: {}, la: {loss.name: logit_adjusted}}\n  space:\n"
+                            "    regularizer.temperature: {type: choice, values: [null, 0.5]}\n"
+                            "    regularizer.lambda_within: {type: loguniform, low: 0.001, high: 0.1}\n"
+                            f"    loss.tau: {{type: uniform, low: 0.5, high: 2.0, when: {when}}}\n")  # fmt: skip
+    assert load_study(study).search.space["loss.tau"].when
+
+
+def test_messages_show_only_an_excerpt_of_a_value(tmp_path):
+    values = ", ".join(["x" * 500] * 3)
+    with pytest.raises(StudyError, match="search.space.loss.name: value 'xxx") as caught:
+        load_study(write(tmp_path, f"name: x\nsearch: {{space: {{loss.name: {{type: choice, values: [{values}]}}}}}}\n"))
+    assert len(str(caught.value)) < 400
+    assert excerpt(list(range(10**6))) == "[0, 1, 2, 3, 4, 5, ...]"
+    assert len(excerpt("y" * 10**6, limit=80)) == 80
+
+
+@pytest.mark.parametrize("name", ["quickstart", "cifar10_lt-r100.v2", "a" * 64])
+def test_study_names_that_can_name_a_folder(name):
+    assert check_study_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "..", ".hidden", "/abs/path", "a/b", "a" * 65, "name\n", "tab\there", "é"])
+def test_study_names_that_cannot(name):
+    with pytest.raises(StudyError, match="a study name is letters, digits, _ . - .*at most 64 characters"):
+        check_study_name(name)
 
 
 def test_missing_file():

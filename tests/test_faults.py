@@ -4,61 +4,16 @@ session's Ray instance of the other tests is not involved."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from processes import TINY, _session, cli, kill_session, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--set", "model.width=4", "--set", "model.feature_dim=16", "--set", "metrics.every=0",
-         "--set", "search.max_concurrent=1", "--set", "train.epochs=3"]  # fmt: skip
+QUICK = [*TINY, "--set", "train.epochs=3"]
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str, results: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ncstudy", *args, "--results", str(results)],
-        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-
-def wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert process.poll() is None, f"exited before {text!r}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{log.read_text()[-3000:]}"
-        time.sleep(1)
-
-
-def kill_session(pid: int) -> None:
-    """SIGKILL every process of the session the CLI started (driver, its Ray, its workers)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:  # the group has ended; children in other groups are swept below
-        pass
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        left = [p for p in os.listdir("/proc") if p.isdigit() and _session(int(p)) == pid]
-        if not left:
-            return
-        for p in left:
-            try:
-                os.kill(int(p), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(1)
-
-
-def _session(pid: int) -> int | None:
-    try:
-        return os.getsid(pid)
-    except (ProcessLookupError, PermissionError):
-        return None
 
 
 def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_once(tmp_path):
@@ -110,5 +65,5 @@ def test_a_train_worker_killed_mid_trial_restarts_from_its_checkpoint(tmp_path):
     finally:
         kill_session(run.pid)
     epochs = pd.read_parquet(results / "workerkill" / "epochs.parquet")
-    assert sorted(epochs["epoch"]) == list(range(n_epochs))  # every epoch once, the restarted ones deduplicated
+    assert sorted(epochs["epoch"]) == list(range(1, n_epochs + 1))  # every epoch once, the restarted ones deduplicated
     assert len(pd.read_parquet(results / "workerkill" / "trials.parquet")) == 1

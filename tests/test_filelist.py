@@ -71,3 +71,14 @@ def test_list_errors_name_the_file_and_line(image_folder):
         build_data(study(image_folder, val_list=str(image_folder / "missing.txt")).data)
     with pytest.raises(StudyError, match="not found under"):
         build_data(study(image_folder, root=str(image_folder)).data)
+
+
+def test_every_listed_image_is_checked_and_lines_keep_their_numbers(image_folder):
+    lines = (image_folder / "train.txt").read_text().splitlines()
+    spaced = image_folder / "spaced.txt"
+    spaced.write_text("\n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:]) + "\n")
+    config = study(image_folder, train_list=str(spaced)).data
+    assert build_data(config).train.index.tolist() == [1, 2, 3, *range(5, len(lines) + 2)]
+    (image_folder / "images" / lines[-1].split()[0]).unlink()
+    with pytest.raises(StudyError, match=rf"spaced.txt:{len(lines) + 1}: .* not found under .*\(1 of the {len(lines)} listed"):
+        build_data(config)

@@ -6,7 +6,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from ncstudy.config import StudyConfig, with_params
-from ncstudy.search import OptunaSpace, SeedRepeater, build_sampler, planned_trials
+from ncstudy.search import OptunaSpace, ResumableOptunaSearch, SeedRepeater, build_sampler, planned_trials
 
 
 def study(**search) -> StudyConfig:
@@ -105,3 +105,22 @@ def test_tpe_startup_defaults_to_a_quarter_of_the_budget_within_2_and_10():
     assert study(num_samples=60, tpe_startup=4).search.tpe_startup_trials == 4
     with pytest.raises(pydantic.ValidationError, match="tpe_startup applies to algorithm optuna with sampler tpe"):
         study(algorithm="random", tpe_startup=4)
+
+
+def optuna_searcher(config: StudyConfig, storage: str) -> ResumableOptunaSearch:
+    return ResumableOptunaSearch(space=OptunaSpace(config), sampler=build_sampler(config), study_name=config.name,
+                                 storage=optuna.storages.RDBStorage(storage), metric="val_acc_all", mode="max")  # fmt: skip
+
+
+def test_the_optuna_objective_is_named_by_the_metric_when_created_and_when_restored(tmp_path):
+    config = study(space={"regularizer.lambda_within": {"type": "loguniform", "low": 1e-3, "high": 1e-1}})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = optuna_searcher(config, storage)
+    assert optuna.load_study(study_name="s", storage=storage).metric_names == ["val_acc_all"]
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    # a study whose storage holds no name yet (started before objectives were named), resumed by Tune
+    (tmp_path / "optuna.db").unlink()
+    optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    assert optuna.load_study(study_name="s", storage=storage).metric_names is None
+    optuna_searcher(config, f"sqlite:///{tmp_path / 'other.db'}").restore(str(tmp_path / "searcher.pkl"))
+    assert optuna.load_study(study_name="s", storage=storage).metric_names == ["val_acc_all"]

@@ -98,3 +98,20 @@ def test_real_cifar10_lt_from_the_shared_parquet(cifar_parquet):
     assert len(data.test) == 10_000 and data.train.classes[0] == "airplane"
     assert data.augment is True
     assert data.groups == {"many": [0, 1, 2], "medium": [3, 4, 5, 6], "few": [7, 8, 9]}
+
+
+def test_a_damaged_cache_entry_is_decoded_again(image_tables, tmp_path):
+    root, images, _ = image_tables
+    load_parquet_source(str(root), tmp_path / "cache")
+    entry = next((tmp_path / "cache").glob("train-*-images.npy"))
+    entry.write_bytes(entry.read_bytes()[:200])  # a disk that filled up
+    again = load_parquet_source(str(root), tmp_path / "cache")
+    assert np.array_equal(again.pool.images[5], images[5].transpose(2, 0, 1))
+
+
+def test_labels_are_checked_before_decoding_so_a_refused_table_leaves_no_cache_entry(image_tables, tmp_path):
+    root, images, labels = image_tables
+    write_table(root / "train.parquet", labels[:-1] + [7], images)
+    with pytest.raises(StudyError, match=r"train.parquet: row 35: label 7 is not a class index \(0..2"):
+        load_parquet_source(str(root), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

@@ -10,6 +10,7 @@ at n_max 5,000) gets fewer or no validation images, which `describe` and the tri
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,25 @@ def load_source(config: DataConfig) -> Source:
         num_classes = len(train.classes)
         val = read_list(root, Path(config.val_list).expanduser(), num_classes)
         test = read_list(root, Path(config.test_list).expanduser(), num_classes)
+        _check_no_training_images(train, {"data.val_list": (config.val_list, val), "data.test_list": (config.test_list, test)})
         return Source(pool=train, test=test, val=val)
     if config.dataset == "parquet":
         return load_parquet_source(config.root, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     return load_cifar_source(config.dataset, config.root, config.download)
+
+
+def _check_no_training_images(train: FileList, lists: dict[str, tuple[str, FileList]]) -> None:
+    """Validation and test lists must not hold training images (the benchmarks' lists never do;
+    iNaturalist's val list doubling as the test list is the usual practice, so those two may share)."""
+    training = {os.path.normpath(path) for path in train.paths}
+    for key, (list_file, files) in lists.items():
+        shared = [i for i, path in enumerate(files.paths) if os.path.normpath(path) in training]
+        if shared:
+            first = shared[0]
+            raise StudyError(
+                f"{key}: {list_file}:{files.index[first]}: {files.paths[first]} is a training image "
+                f"({len(shared)} of its {len(files)} images are in data.train_list)"
+            )
 
 
 def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
@@ -109,10 +125,9 @@ def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
 
 
 def _from_lists(config: DataConfig, source: Source) -> StudyData:
-    """File lists are already the long-tailed benchmark with its own validation list."""
+    """File lists are already the long-tailed benchmark with its own validation list (every class has
+    training images: ncstudy.data.filelist.read_list checks)."""
     counts = np.bincount(source.pool.labels, minlength=len(source.pool.classes)).tolist()
-    if min(counts) < 1:
-        raise StudyError(f"data.train_list: class {counts.index(0)} has no training image")
     return StudyData(
         train=source.pool,
         val=source.val,

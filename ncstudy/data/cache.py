@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ncstudy.errors import StudyError
+
 FORMAT_VERSION = "1"  # bump when the decoded layout changes
 
 
@@ -31,17 +33,37 @@ def content_key(path: Path) -> str:
 def cached_arrays(
     source: Path, cache_dir: Path, decode: Callable[[], tuple[np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) of `source`, decoded by `decode()` on a miss and memory-mapped on a hit."""
+    """(images, labels) of `source`, decoded by `decode()` on a miss and memory-mapped on a hit.
+    Entries are written only after `decode()` returned, so a table it refuses leaves none; a damaged
+    entry (a disk that filled up, say) counts as a miss."""
     key = content_key(source)
     images_file = cache_dir / f"{source.stem}-{key}-images.npy"
     labels_file = cache_dir / f"{source.stem}-{key}-labels.npy"
     if images_file.exists() and labels_file.exists():
-        return np.load(images_file, mmap_mode="r"), np.load(labels_file)
+        try:
+            return np.load(images_file, mmap_mode="r"), np.load(labels_file)
+        except (OSError, ValueError):
+            pass  # damaged: decode again and replace it
     images, labels = decode()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for path, array in ((images_file, images), (labels_file, labels)):
-        temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for path, array in ((images_file, images), (labels_file, labels)):
+            _save_atomic(path, array)
+    except OSError as error:
+        raise StudyError(
+            f"data.cache_dir: cannot write the decode cache in {cache_dir} ({error.strerror or error}); "
+            "set data.cache_dir or $NCSTUDY_CACHE to a writable folder"
+        ) from None
+    return images, labels
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    """Write through a temporary file and rename it: concurrent trials never read half a file, and a
+    failed write leaves nothing behind."""
+    temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
         with open(temporary, "wb") as handle:
             np.save(handle, array)
-        os.replace(temporary, path)  # atomic: concurrent trials never read half a file
-    return images, labels
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -5,16 +5,19 @@
   set is held out first, by the data seed, before the long-tailed subset is drawn.
 - `cifar10` / `cifar100`: torchvision's CIFAR (Krizhevsky 2009), downloaded when `data.download` is
   set, else read from `data.root`.
-- `parquet`: image tables in the format of ../shared/data/cifar10-jpeg: `ROOT/train.parquet` and
-  `ROOT/test.parquet` with an integer `label` column, an `image` column of encoded bytes (JPEG/PNG),
-  and the class names in the schema metadata `classes` (comma-separated); any class count.
-Decoded tables are cached by content (ncstudy.data.cache).
+- `parquet`: image tables (README, "Data"): `ROOT/train.parquet` and `ROOT/test.parquet` with an
+  integer `label` column, an `image` column of encoded bytes (JPEG/PNG), and the class names in the
+  schema metadata `classes` (comma-separated); any class count. The training table defines the
+  classes (the metadata's, else 0..the largest label) and must hold images of each; test labels must
+  index them. Labels are checked column-wise before decoding; a row that does not decode is named.
+Decoded tables are cached by content (ncstudy.data.cache); a table refused here leaves no entry.
 """
 
 from __future__ import annotations
 
 import io
 import shutil
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from ncstudy.data.cache import cached_arrays
-from ncstudy.errors import StudyError
+from ncstudy.errors import StudyError, excerpt
 
-PARQUET_HELP = "expected train.parquet and test.parquet with columns 'label' and 'image' (see ../shared/data/cifar10-jpeg)"
+PARQUET_HELP = "expected train.parquet and test.parquet with columns 'label' (integers) and 'image' (JPEG/PNG bytes)"
+IMAGE_TYPES = ("binary", "large_binary", "binary_view")  # Arrow types of an encoded-bytes column
 
 
 @dataclass(frozen=True)
@@ -81,27 +85,36 @@ def load_digits_source(test_per_class: int, seed: int) -> Source:
     return Source(everything.subset(np.flatnonzero(pool_mask)), everything.subset(test_index))
 
 
-def _decode_images(encoded: list[bytes], where: Path) -> np.ndarray:
-    """Encoded image bytes -> uint8 [N, 3, H, W]; every image must have the same size."""
-    from PIL import Image
+def _decode_images(encoded: list[bytes | None], where: Path) -> np.ndarray:
+    """Encoded image bytes -> uint8 [N, 3, H, W]; every image must decode and have the same size."""
+    from PIL import Image, UnidentifiedImageError
 
-    first = None
-    out = None
-    for i, blob in enumerate(encoded):
-        with Image.open(io.BytesIO(blob)) as image:
-            array = np.asarray(image.convert("RGB"))
-        if out is None:
+    first = out = None
+    for row, blob in enumerate(encoded):
+        if blob is None:
+            raise StudyError(f"{where}: row {row}: the image is missing (null)")
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                array = np.asarray(image.convert("RGB"))
+        except UnidentifiedImageError:
+            raise StudyError(f"{where}: row {row}: not an image (no format Pillow reads)") from None
+        except Exception as error:  # Pillow raises many types for damaged data
+            raise StudyError(f"{where}: row {row}: a damaged image ({textwrap.shorten(str(error), 80)})") from None
+        if first is None:
             first = array.shape
             out = np.empty((len(encoded), 3, first[0], first[1]), dtype=np.uint8)
         elif array.shape != first:
-            raise StudyError(f"{where}: image {i} is {array.shape[1]}x{array.shape[0]}, the first is {first[1]}x{first[0]}")
-        out[i] = array.transpose(2, 0, 1)
-    if out is None:
-        raise StudyError(f"{where}: the table has no rows")
+            raise StudyError(
+                f"{where}: row {row}: the image is {array.shape[1]}x{array.shape[0]}, row 0's is {first[1]}x{first[0]}; "
+                "all images of a table must have one size"
+            )
+        out[row] = array.transpose(2, 0, 1)
     return out
 
 
-def _read_parquet_table(path: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...] | None]:
+def _table_schema(path: Path):
+    """The Parquet schema of `path`, which must hold an integer `label` and an encoded-bytes `image` column."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -109,21 +122,95 @@ def _read_parquet_table(path: Path, cache_dir: Path) -> tuple[np.ndarray, np.nda
     try:
         schema = pq.read_schema(path)
     except Exception as error:  # pyarrow raises several types for a damaged file
-        raise StudyError(f"{path}: not a readable Parquet file ({error})") from None
+        raise StudyError(f"{path}: not a readable Parquet file ({textwrap.shorten(str(error), 120)})") from None
     missing = [c for c in ("label", "image") if c not in schema.names]
     if missing:
-        raise StudyError(f"{path}: no column {', '.join(map(repr, missing))} (has {', '.join(schema.names)}); {PARQUET_HELP}")
-    metadata = schema.metadata or {}
-    classes = metadata.get(b"classes")
-    names = tuple(classes.decode().split(",")) if classes else None
+        raise StudyError(
+            f"{path}: no column {', '.join(map(repr, missing))} (has {excerpt(', '.join(schema.names))}); {PARQUET_HELP}"
+        )
+    label_type, image_type = schema.field("label").type, schema.field("image").type
+    if not pa.types.is_integer(label_type):
+        raise StudyError(f"{path}: column 'label' holds {label_type}, not integers; labels are class indices 0..K-1")
+    if str(image_type) not in IMAGE_TYPES:
+        raise StudyError(f"{path}: column 'image' holds {image_type}, not encoded image bytes (JPEG/PNG)")
+    return schema
+
+
+def _class_names(path: Path, schema) -> tuple[str, ...] | None:
+    """The class names of the schema metadata `classes` (comma-separated), if there are any."""
+    classes = (schema.metadata or {}).get(b"classes")
+    if not classes:
+        return None
+    try:
+        return tuple(classes.decode().split(","))
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: the schema metadata 'classes' is not UTF-8 text") from None
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    """The label column as int64; rows without a label are refused by row."""
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(path, columns=["label"]).column("label")
+    if column.null_count:
+        row = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
+        raise StudyError(f"{path}: row {row}: the label is missing (null)")
+    labels = column.to_numpy().astype(np.int64)
+    if len(labels) == 0:
+        raise StudyError(f"{path}: the table has no rows")
+    return labels
+
+
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int | None, of: str) -> None:
+    """Labels must be class indices: not negative, and below `num_classes` (from `of`) when given."""
+    bad = labels < 0 if num_classes is None else (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        row, count = int(np.argmax(bad)), int(bad.sum())
+        known = "0..K-1" if num_classes is None else f"0..{num_classes - 1}, from {of}"
+        rows = "1 such row" if count == 1 else f"{count} such rows"
+        raise StudyError(f"{path}: row {row}: label {labels[row]} is not a class index ({known}); {rows}")
+
+
+def _training_classes(path: Path, labels: np.ndarray, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The classes a training table defines: the metadata's names, else 0..the largest label; two or
+    more, each with images (a class without any would get none in the long-tailed subset either)."""
+    _check_labels(path, labels, len(names) if names else None, "the metadata 'classes'")
+    present = np.unique(labels)
+    count = len(names) if names else int(present[-1]) + 1
+    if count < 2:
+        raise StudyError(f"{path}: only one class ({excerpt(names[0] if names else '0')}); a classifier needs at least 2")
+    if len(present) != count:
+        gaps = np.flatnonzero(present != np.arange(len(present)))
+        absent = int(gaps[0]) if len(gaps) else len(present)
+        name = f" ({excerpt(names[absent])})" if names else f" (the largest label is {present[-1]})"
+        raise StudyError(f"{path}: class {absent}{name} has no images; labels are 0..K-1 and every class needs training images")
+    return names or tuple(str(k) for k in range(count))
+
+
+def _read_parquet_table(
+    path: Path, cache_dir: Path, classes: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(images, labels, classes) of one table. `classes` None reads a training table: its classes are
+    the metadata's, else 0..max label, and each must have images; else the labels must index `classes`.
+    The labels are checked before anything is decoded, so a bad table leaves no cache entry."""
+    import pyarrow.parquet as pq
+
+    schema = _table_schema(path)
+    names = _class_names(path, schema)
+    labels = _read_labels(path)
+    if classes is None:
+        classes = _training_classes(path, labels, names)
+    else:
+        if names and names != classes:
+            raise StudyError(f"{path}: the metadata 'classes' ({excerpt(','.join(names))}) differ from train.parquet's")
+        _check_labels(path, labels, len(classes), "train.parquet")
 
     def decode() -> tuple[np.ndarray, np.ndarray]:
-        table = pq.read_table(path, columns=["label", "image"])
-        labels = table.column("label").to_numpy().astype(np.int64)
-        return _decode_images(table.column("image").to_pylist(), path), labels
+        images = pq.read_table(path, columns=["image"]).column("image").to_pylist()
+        return _decode_images(images, path), labels
 
     images, labels = cached_arrays(path, cache_dir, decode)
-    return images, labels, names
+    return images, labels, classes
 
 
 def load_parquet_source(root: str | None, cache_dir: Path) -> Source:
@@ -132,12 +219,8 @@ def load_parquet_source(root: str | None, cache_dir: Path) -> Source:
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise StudyError(f"data.root: {folder} is not a folder; {PARQUET_HELP}")
-    train_images, train_labels, names = _read_parquet_table(folder / "train.parquet", cache_dir)
-    test_images, test_labels, _ = _read_parquet_table(folder / "test.parquet", cache_dir)
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    if min(train_labels.min(), test_labels.min()) < 0:
-        raise StudyError(f"{folder}: labels must be 0..K-1, found a negative label")
-    classes = names if names and len(names) == num_classes else tuple(str(k) for k in range(num_classes))
+    train_images, train_labels, classes = _read_parquet_table(folder / "train.parquet", cache_dir)
+    test_images, test_labels, _ = _read_parquet_table(folder / "test.parquet", cache_dir, classes)
     return Source(_labelled(train_images, train_labels, classes, 255.0), _labelled(test_images, test_labels, classes, 255.0))
 
 

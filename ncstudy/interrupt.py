@@ -1,0 +1,72 @@
+"""Ctrl-C, SIGTERM and `ray job stop` for the study driver: stop gracefully once, at once twice.
+
+Ray Tune's own SIGINT handler makes `Tuner.fit()` return normally after an interrupt, so the driver
+could not tell an interrupted study from a finished one (it exited 0). Here the CLI owns the
+signals instead (`TUNE_DISABLE_SIGINT_HANDLER=1`, a documented Tune switch): the first SIGINT or
+SIGTERM is recorded and, while Tune's loop runs, forwarded as SIGUSR1, which Tune always treats as
+"stop the experiment and save its state one last time"; outside that loop, and on a second signal,
+it raises KeyboardInterrupt, which ends the command at once. The exit status is 128 + the signal
+(130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process that a signal ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import contextmanager
+
+
+class Interruption:
+    """The signal that interrupted this process, if any (one per process: see `INTERRUPTION`)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._tune_running = False
+
+    def install(self) -> None:
+        """Take SIGINT and SIGTERM; called once by the CLI before any work."""
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    @contextmanager
+    def tune_loop(self):
+        """While Tune's loop runs, a first signal asks Tune to stop and save; else it raises at once."""
+        if self.interrupted:  # a signal arrived while the study was being prepared
+            raise KeyboardInterrupt
+        if hasattr(signal, "SIGUSR1"):  # until Tune installs its own handler, SIGUSR1 means "stop now"
+            signal.signal(signal.SIGUSR1, self._before_tune)
+        self._tune_running = True
+        try:
+            yield
+        finally:
+            self._tune_running = False
+
+    @staticmethod
+    def _before_tune(signum: int, frame) -> None:
+        raise KeyboardInterrupt
+
+    def _handle(self, signum: int, frame) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if first and self._tune_running and hasattr(signal, "SIGUSR1"):
+            print(
+                "\nstopping: Ray Tune saves the study's state (Ctrl-C again to stop at once)",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return
+        raise KeyboardInterrupt
+
+
+INTERRUPTION = Interruption()

@@ -1,0 +1,215 @@
+"""The study folder RESULTS/<name>: its paths, the driver's lock, the record of its MLflow runs and
+of how the last attempt ended, and the only code that deletes it (`run --restart`).
+
+Interruption is normal (GUIDE.md, "Principles"), so every file here says what state the study is
+in: `tracking.json` exists once the search started (the parent run), `state.json` says how the last
+driver ended (running, interrupted, failed, finished), and `.lock` holds the pid and host of the
+driver working in the folder now, so a second `run` or `resume` is refused instead of writing a
+second study into the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ncstudy.errors import StudyError
+from ncstudy.results import write_text
+
+TUNE_EXPERIMENT = "tune"
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Where a study writes (README.md, "What the run wrote")."""
+
+    results: Path
+    name: str
+
+    @property
+    def folder(self) -> Path:
+        return self.results / self.name
+
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "study.yaml"
+
+    @property
+    def tracking_file(self) -> Path:
+        return self.folder / "tracking.json"
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / "state.json"
+
+    @property
+    def ray_storage(self) -> Path:
+        return self.folder / "ray"
+
+    @property
+    def tune_experiment(self) -> Path:
+        return self.ray_storage / TUNE_EXPERIMENT
+
+    @property
+    def optuna_storage(self) -> str:
+        return f"sqlite:///{(self.folder / 'optuna.db').resolve()}"
+
+
+def study_paths(results: Path, name: str) -> StudyPaths:
+    """The paths of study `name` under `results`, which must be a folder (or not exist yet)."""
+    if results.exists() and not results.is_dir():
+        raise StudyError(f"--results {results}: is a file, not a folder")
+    paths = StudyPaths(results.resolve(), name)
+    if paths.folder.is_symlink() or (paths.folder.exists() and not paths.folder.is_dir()):
+        raise StudyError(f"{paths.folder}: not a study folder (a link or a file); move it away or choose another name")
+    return paths
+
+
+# -- the MLflow record ------------------------------------------------------------------------
+
+
+def write_tracking(paths: StudyPaths, parent_run_id: str, configured_uri: str | None) -> None:
+    """The parent run and the tracking store. The default store is recorded relative to the results
+    folder (null), so a copied or moved results folder resumes and reports into its own copy."""
+    write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": configured_uri}), paths.tracking_file)
+
+
+def read_tracking(paths: StudyPaths) -> tuple[str, str | None] | None:
+    """(parent run id, configured tracking URI or None for the default), None before the search started."""
+    if not paths.tracking_file.exists():
+        return None
+    try:
+        saved = json.loads(paths.tracking_file.read_text())
+        return str(saved["parent_run_id"]), saved.get("tracking_uri")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise StudyError(
+            f"{paths.tracking_file}: unreadable (not the JSON ncstudy writes); `run --restart` starts the study afresh"
+        ) from None
+
+
+# -- how the last driver ended ------------------------------------------------------------------
+
+
+def write_state(paths: StudyPaths, state: str, **counts: int) -> None:
+    """state: running | interrupted | failed | finished, with trial counts."""
+    write_text(json.dumps({"state": state, **counts, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}), paths.state_file)
+
+
+def read_state(paths: StudyPaths) -> str | None:
+    try:
+        return str(json.loads(paths.state_file.read_text())["state"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_unfinished(paths: StudyPaths) -> bool:
+    """A study whose last driver did not finish every trial (or never started the search)."""
+    return paths.config_file.exists() and read_state(paths) != "finished"
+
+
+# -- the lock ----------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+class StudyLock:
+    """`.lock` in the study folder while a driver works in it: created atomically (O_EXCL) with the
+    driver's pid and host; a second driver is refused with one line. A lock left by a process that
+    is gone (same host, pid not alive) is taken over, and that is said. The folder is created if
+    needed and removed again on exit if the driver wrote nothing else into it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.path = folder / LOCK_FILE
+        self._created_folder = False
+        self._held = False
+
+    def __enter__(self) -> "StudyLock":
+        self._created_folder = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for _ in range(3):
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(descriptor, "w") as file:
+                json.dump(me, file)
+            self._held = True
+            return self
+        raise StudyError(f"{self.path}: could not take the study's lock; try again")
+
+    def _take_over_if_stale(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            holder, pid, host = {}, -1, socket.gethostname()  # unreadable: written by a process that died mid-write
+        if host != socket.gethostname() or (pid > 0 and _alive(pid)):
+            self._leave_folder()
+            raise StudyError(
+                f"{self.folder}: another ncstudy driver (pid {pid} on {host}, since {holder.get('since', '?')}) "
+                "is working on this study; wait for it, or stop it and `resume`"
+            )
+        try:  # rename, not unlink: of two drivers taking over at once, exactly one succeeds
+            os.rename(self.path, self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}"))
+        except FileNotFoundError:
+            return
+        self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}").unlink()
+        print(f"note: took over the lock of process {pid}, which is no longer running", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+        self._leave_folder()
+
+    def _leave_folder(self) -> None:
+        """Nothing half-written: a folder this driver created and left empty goes again."""
+        if self._created_folder and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+# -- --restart ---------------------------------------------------------------------------------
+
+
+def clear_for_restart(paths: StudyPaths) -> None:
+    """Delete the previous study of this name, and only that: the folder's study.yaml must name it.
+    Never follows a link (checked in `study_paths`; rmtree removes links inside, not their targets).
+    The lock, held by this driver, stays."""
+    try:
+        saved = yaml.safe_load(paths.config_file.read_text())
+        name = saved.get("name") if isinstance(saved, dict) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        name = None
+    if name != paths.name:
+        raise StudyError(
+            f"--restart: {paths.folder} holds no study named {paths.name!r} (its study.yaml is missing or names "
+            "another); ncstudy deletes only its own study folders: move that folder away"
+        )
+    for entry in paths.folder.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

@@ -1,0 +1,147 @@
+"""Interruption as a user causes it: Ctrl-C (SIGINT to the whole foreground process group, as a
+terminal sends it), SIGTERM (`ray job stop`, schedulers), a second Ctrl-C; then `resume`. The fast
+case (an interrupt after an epoch of the second trial) runs in the default suite; the other moments
+under `-m slow`. Each run is the CLI in a subprocess with its own local Ray (tests/processes.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+from processes import TINY, cli, kill_session, wait_for, wait_until
+
+EPOCHS = 12  # long enough (seconds) to interrupt a trial between its epochs
+
+
+def start(results: Path, log: Path, name: str, samples: int = 2):
+    return cli("run", "studies/quickstart.yaml", "--set", f"name={name}", "--set", f"search.num_samples={samples}",
+               *TINY, "--set", f"train.epochs={EPOCHS}", results=results, log=log)  # fmt: skip
+
+
+def interrupted_and_resumed(tmp_path: Path, name: str, moment, signum=signal.SIGINT, samples: int = 2, twice=False):
+    """Run, wait for `moment(folder)`, send `signum` to the process group (twice: again at once),
+    check the interrupted state, then resume to the end. Returns (folder, run log, resume log)."""
+    results, log, resume_log = tmp_path / "results", tmp_path / "run.log", tmp_path / "resume.log"
+    folder = results / name
+    run = start(results, log, name, samples)
+    try:
+        wait_until(lambda: moment(folder, log), run, log, "the moment to interrupt")
+        os.killpg(run.pid, signum)
+        if twice:
+            wait_for(log, "stopping:", run)
+            os.killpg(run.pid, signal.SIGINT)
+        status = run.wait(timeout=300)
+    finally:
+        kill_session(run.pid)
+    text = log.read_text()
+    assert status == 128 + (signal.SIGINT if twice else signum), text[-3000:]
+    assert "`python -m ncstudy resume " + name + "` continues it" in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    check_nothing_left_running(results, name)
+    assert json.loads((folder / "state.json").read_text())["state"] == "interrupted"
+    assert not (folder / ".lock").exists()
+
+    resume = cli("resume", name, results=results, log=resume_log)
+    try:
+        assert resume.wait(timeout=600) == 0, resume_log.read_text()[-3000:]
+    finally:
+        kill_session(resume.pid)
+    check_complete(results, name, samples)
+    return folder, text, resume_log.read_text()
+
+
+def check_nothing_left_running(results: Path, name: str) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return
+    runs = client.search_runs([experiment.experiment_id])
+    assert all(r.info.status in ("KILLED", "FINISHED") for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in parent] == ["KILLED"]
+
+
+def check_complete(results: Path, name: str, planned: int) -> None:
+    """Exactly the planned trials finished, one FINISHED run each, none RUNNING or FAILED, Optuna consistent."""
+    folder = results / name
+    trials = pd.read_parquet(folder / "trials.parquet")
+    assert len(trials) == planned and trials["trial_id"].is_unique and set(trials["status"]) == {"finished"}
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [list(range(1, EPOCHS + 1))] * planned
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.run_id for r in children if r.info.status == "FINISHED") == sorted(trials["mlflow_run_id"])
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)  # KILLED: an attempt Tune never saved
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == planned and "RUNNING" not in states, states
+    assert json.loads((folder / "state.json").read_text())["state"] == "finished"
+
+
+def started_trials(log: Path) -> list[str]:
+    return re.findall(r"trial (\w+) started", log.read_text())
+
+
+def after_an_epoch_of_the_second_trial(folder: Path, log: Path) -> bool:
+    """The console's epoch line of the second trial (Tune's result.json is flushed only later)."""
+    started = started_trials(log)
+    return len(started) >= 2 and f"trial {started[1]} epoch " in log.read_text()
+
+
+def val_steps(results: Path, name: str, trial_id: str) -> list[int]:
+    """The epochs the trial's MLflow run received a validation accuracy for, in order, repeats kept."""
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    run = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ncstudy.trial_id") == trial_id]
+    return sorted(m.step for m in client.get_metric_history(run[0].info.run_id, "val_acc_all")) if run else []
+
+
+def test_ctrl_c_mid_trial_exits_130_marks_killed_and_resume_continues_from_the_checkpoint(tmp_path):
+    before = {}
+
+    def moment(folder: Path, log: Path) -> bool:
+        if after_an_epoch_of_the_second_trial(folder, log):
+            before["trial"] = started_trials(log)[1]
+            return True
+        return False
+
+    folder, text, resumed = interrupted_and_resumed(tmp_path, "ctrlc", moment)
+    assert "interrupted: 1 finished, 1 unfinished" in text
+    # The second trial continued from its checkpoint: each epoch reached MLflow once, the ones
+    # before the interrupt included (a restart from scratch would have logged them twice).
+    assert val_steps(tmp_path / "results", "ctrlc", before["trial"]) == list(range(1, EPOCHS + 1))
+    assert "resumed: 1 of 2 trials had ended, 1 to go" in resumed and "(2/2)" in resumed
+
+
+@pytest.mark.slow
+def test_sigterm_mid_trial_exits_143_and_resumes(tmp_path):
+    interrupted_and_resumed(tmp_path, "sigterm", after_an_epoch_of_the_second_trial, signum=signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_the_study_still_resumes(tmp_path):
+    interrupted_and_resumed(tmp_path, "twice", after_an_epoch_of_the_second_trial, twice=True)
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_epoch_then_resume(tmp_path):
+    interrupted_and_resumed(tmp_path, "early", lambda folder, log: "trial " in log.read_text() and " started" in log.read_text())
+
+
+@pytest.mark.slow
+def test_ctrl_c_between_trials_then_resume(tmp_path):
+    interrupted_and_resumed(tmp_path, "between", lambda folder, log: "(1/3)" in log.read_text(), samples=3)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_final_report_then_resume(tmp_path):
+    interrupted_and_resumed(tmp_path, "atreport", lambda folder, log: "(2/2)" in log.read_text())

@@ -1,0 +1,135 @@
+"""MLflow tracking on a real sqlite store: run names, keys MLflow accepts, the best trial on the study's
+run, the training set as a dataset input, and a resumed trial's report logged again."""
+
+import math
+
+import pandas as pd
+import pytest
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, _validate_param_name
+
+from ncstudy.tracking import (
+    TRIAL_TAG,
+    TRUNCATED,
+    MlflowReportCallback,
+    StudyTracker,
+    dataset_name,
+    flatten,
+    mlflow_key,
+    mlflow_keys,
+    trial_run_name,
+)
+
+DATA = {"dataset": "cifar10", "root": None, "seed": 0, "imbalance": {"ratio": 100.0, "profile": "exp"}}
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlruns")
+    return StudyTracker(f"sqlite:///{folder / 'mlflow.db'}", "tracking-test", artifact_root=folder / "artifacts")
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    file = tmp_path / "study.yaml"
+    file.write_text("name: s\n")
+    return file
+
+
+def test_run_name_says_variant_searched_values_and_seed():
+    params = {"variant": "+ L_W & L_B", "data.imbalance.ratio": 100, "train.seed": 1}
+    assert trial_run_name(params, "e93bc_00003", several_seeds=True) == "+ L_W & L_B · r=100 · seed 1"
+    assert trial_run_name(params, "e93bc_00003", several_seeds=False) == "+ L_W & L_B · r=100"
+    searched = {"regularizer.lambda_within": 0.012345, "regularizer.lambda_between": 0.45678, "regularizer.temperature": None}
+    assert trial_run_name(searched, "t", False) == "lambda_within=0.0123 lambda_between=0.457 temperature=none"
+    assert trial_run_name({"loss.tau": 1.0, "regularizer.tau": 2.0}, "t", False) == "loss.tau=1 regularizer.tau=2"
+    assert trial_run_name({}, "e93bc_00003", several_seeds=True) == "e93bc_00003"
+
+
+def test_keys_mlflow_refuses_are_mapped_to_unique_accepted_keys():
+    refused = "search.variants.+ centre loss.regularizer.lambda_center"
+    assert mlflow_key(refused) == "search.variants._ centre loss.regularizer.lambda_center"
+    assert mlflow_key("regularizer.lambda_within") == "regularizer.lambda_within"
+    keys = ["v.+ L_W", "v.- L_W", "v._ L_W", "a//b", "..", "", "x" * 300, "a:b"]
+    mapped = mlflow_keys(keys)
+    assert len(set(mapped.values())) == len(keys)
+    assert mapped["v._ L_W"] == "v._ L_W"  # an accepted key keeps its name; the changed ones gain a hash
+    assert mapped == mlflow_keys(reversed(keys))  # deterministic, whatever the order
+    for key in mapped.values():
+        _validate_param_name(key)
+        assert len(key) <= MAX_ENTITY_KEY_LENGTH
+
+
+def test_the_study_run_takes_a_config_with_any_variant_name_and_long_values(tracker, config_file):
+    config = {"name": "s", "search": {"variants": {"+ centre loss": {"regularizer.lambda_center": 0.01}}},
+              "data": {"root": "r" * (MAX_PARAM_VAL_LENGTH + 10)}}  # fmt: skip
+    run_id = tracker.start_study("s", config, config_file)
+    params = tracker.client.get_run(run_id).data.params
+    assert params["search.variants._ centre loss.regularizer.lambda_center"] == "0.01"
+    assert len(params["data.root"]) == MAX_PARAM_VAL_LENGTH and params["data.root"].endswith(TRUNCATED)
+
+
+def test_a_trial_run_is_named_and_found_again_by_its_tune_id(tracker, config_file):
+    parent = tracker.start_study("named", {"name": "named"}, config_file)
+    run_id = tracker.start_trial(parent, "named", "e93bc_00003", {"regularizer.lambda_within": 0.01}, "+ L_W · seed 1")
+    run = tracker.client.get_run(run_id)
+    assert run.info.run_name == "+ L_W · seed 1" and run.data.tags[TRIAL_TAG] == "e93bc_00003"
+    assert tracker.start_trial(parent, "named", "e93bc_00003", {}, "another name") == run_id
+    long = tracker.client.get_run(tracker.start_trial(parent, "named", "t1", {}, "x" * 300)).info.run_name
+    assert len(long) == 250 and long.endswith(TRUNCATED)
+
+
+def report(epoch: int, worker_nodes: str) -> dict:
+    return {"epoch": epoch, "data_fingerprint": "e7b8c3fdf72b3565", "num_train": 12406, "world_size": 1,
+            "worker_nodes": worker_nodes, "val_acc_all": 0.5 + epoch / 10, "loss_sup": math.nan}  # fmt: skip
+
+
+def test_a_resumed_trial_reports_other_worker_nodes_into_the_same_run(tracker, config_file):
+    parent = tracker.start_study("resumed", {"name": "resumed"}, config_file)
+    run_id = tracker.start_trial(parent, "resumed", "t0", {})
+    MlflowReportCallback(tracker.uri, run_id, DATA).after_report(None, [report(0, "node-a")], None)
+    # the resumed trial: a new Ray session, a new callback, other nodes, the same fingerprint
+    resumed = MlflowReportCallback(tracker.uri, run_id, DATA)
+    resumed.after_report(None, [report(1, "node-b,node-c")], None)
+    resumed.after_report(None, [report(2, "node-b,node-c")], None)
+    run = tracker.client.get_run(run_id)
+    assert run.data.tags["worker_nodes"] == "node-b,node-c" and "worker_nodes" not in run.data.params
+    assert run.data.params["data_fingerprint"] == "e7b8c3fdf72b3565"
+    assert [m.step for m in tracker.client.get_metric_history(run_id, "val_acc_all")] == [0, 1, 2]
+    assert "loss_sup" not in run.data.metrics
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1  # logged by both sessions, held once
+    dataset = inputs[0].dataset
+    assert (dataset.name, dataset.digest) == ("cifar10-LT r=100", "e7b8c3fdf72b3565")
+    assert {tag.key: tag.value for tag in inputs[0].tags} == {"mlflow.data.context": "training"}
+
+
+def test_dataset_names():
+    assert dataset_name(DATA) == "cifar10-LT r=100"
+    assert dataset_name({"dataset": "parquet", "root": "/data/cifar10-jpeg", "imbalance": {"ratio": 50.0}}) == "cifar10-jpeg-LT r=50"
+    assert dataset_name({"dataset": "digits", "imbalance": {"ratio": 10, "profile": "step"}}) == "digits-LT step r=10"
+    assert dataset_name({"dataset": "digits", "imbalance": {"ratio": 1.0}}) == "digits r=1"
+
+
+def test_the_study_run_gets_the_best_finished_trial(tracker, config_file):
+    parent = tracker.start_study("best", flatten({"name": "best"}), config_file)
+    trials = pd.DataFrame({
+        "trial_id": ["a", "b", "c"],
+        "status": ["finished", "finished", "unfinished"],
+        "param.variant": ["+ L_W", "+ centre loss", "CE"],
+        "param.regularizer.temperature": [None, 0.1, None],
+        "val_acc_all": [0.61, 0.72, 0.99],
+        "acc_all": [0.6, 0.7, 0.9], "acc_many": [0.9, 0.95, 1.0], "acc_medium": [0.5, 0.6, 0.9], "acc_few": [0.1, math.nan, 0.8],
+        "mlflow_run_id": ["run-a", "run-b", "run-c"],
+    })  # fmt: skip
+    tracker.log_best(parent, trials, "val_acc_all", "max")
+    data = tracker.client.get_run(parent).data
+    assert data.metrics == {"best_val_acc_all": 0.72, "best_acc_all": 0.7, "best_acc_many": 0.95, "best_acc_medium": 0.6}
+    assert {k: v for k, v in data.tags.items() if k.startswith("best.")} == {
+        "best.trial_id": "b", "best.run_id": "run-b", "best.variant": "+ centre loss", "best.regularizer.temperature": "0.1",
+    }  # fmt: skip
+    tracker.log_best(parent, trials, "val_acc_all", "min")  # logged again (a resumed study): tags change
+    data = tracker.client.get_run(parent).data
+    assert data.tags["best.trial_id"] == "a" and data.tags["best.regularizer.temperature"] == "none"
+    assert data.metrics["best_val_acc_all"] == 0.61
+    tracker.log_best(parent, trials.assign(status="unfinished"), "val_acc_all", "max")  # nothing finished: no change
+    assert tracker.client.get_run(parent).data.tags["best.trial_id"] == "a"
