@@ -90,11 +90,14 @@ def _data(args: argparse.Namespace) -> int:
 
 def _quiet_libraries(verbose: bool) -> None:
     """MLflow's schema migrations and Optuna's study creation log at INFO; Ray Tune prints a
-    configuration box and a TensorBoard hint (its "new output" engine). Keep them for -v."""
+    configuration box and a TensorBoard hint (its "new output" engine) and its own resume advice.
+    Keep them for -v."""
     if not verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         for name in ("mlflow", "alembic", "optuna"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # On an interrupt Tune warns "Resume experiment with: Tuner.restore(...)"; ncstudy says how instead.
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

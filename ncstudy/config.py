@@ -280,7 +280,9 @@ class ResourcesConfig(Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train (DDP) workers per trial")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
-    address: str | None = Field(None, description="Ray address; None = a running cluster, else local Ray")
+    address: str | None = Field(
+        None, description="Ray cluster to join (auto: the one running here); None = $RAY_ADDRESS, else a private local Ray"
+    )
     max_failures: int = Field(0, ge=0, description="Train worker-group restarts per trial")
 
 

@@ -13,12 +13,13 @@ temporary file beside its path and then renamed, so an interrupted report never 
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ncstudy.atomic import replaced_atomically
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
@@ -52,15 +53,12 @@ def _legends_outside(figure) -> None:
 def _save(figure, path: Path) -> Path:
     """Write `figure` as PNG to `path` (legends outside the axes, the image cropped to what was
     drawn) through a temporary file in the same folder and a rename; close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         _legends_outside(figure)
         figure.tight_layout()
-        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
-        os.replace(temporary, path)
+        with replaced_atomically(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
     finally:
-        temporary.unlink(missing_ok=True)
         _pyplot().close(figure)
     return path
 

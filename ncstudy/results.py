@@ -15,11 +15,12 @@ temporary name and renamed, so a reader never sees half a file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 from ray.tune import Callback
+
+from ncstudy.atomic import replaced_atomically
 
 TUNE_BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",
@@ -128,13 +129,10 @@ def read_experiment(tune_folder: Path, total_epochs: int) -> tuple[pd.DataFrame,
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Atomic write: a temporary file in the same folder, then rename."""
-    temporary = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(temporary, index=False)
-    os.replace(temporary, path)
+    with replaced_atomically(path) as temporary:
+        frame.to_parquet(temporary, index=False)
 
 
 def write_text(text: str, path: Path) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with replaced_atomically(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")

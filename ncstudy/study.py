@@ -147,6 +147,7 @@ def run_study(
     """Run a fresh study: validate the data, write study.yaml, search, write results and the report.
     Running an unfinished study of the same config again resumes it."""
     paths = study_paths(results, study.name)
+    StudyLock.refuse_if_held(paths.folder)
     source = preflight(study)
     max_concurrent = _start_ray(study, paths, verbose)
     with StudyLock(paths.folder):
@@ -185,6 +186,7 @@ def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcom
         raise StudyError(f"{paths.config_file}: no study named {name!r} under {results}")
     study = load_study(paths.config_file)
     read_tracking(paths)  # a corrupt record fails here, before Ray starts
+    StudyLock.refuse_if_held(paths.folder)
     source = preflight(study)
     max_concurrent = _start_ray(study, paths, verbose)
     with StudyLock(paths.folder):

@@ -1,15 +1,16 @@
 """The study folder RESULTS/<name>: its paths, the driver's lock, the record of its MLflow runs and
 of how the last attempt ended, and the only code that deletes it (`run --restart`).
 
-Interruption is normal (GUIDE.md, "Principles"), so every file here says what state the study is
+Interruption is normal (the guide's principles), so every file here says what state the study is
 in: `tracking.json` exists once the search started (the parent run), `state.json` says how the last
-driver ended (running, interrupted, failed, finished), and `.lock` holds the pid and host of the
-driver working in the folder now, so a second `run` or `resume` is refused instead of writing a
+driver ended (running, interrupted, failed, finished), and `.lock` is locked by the driver working
+in the folder now and names it, so a second `run` or `resume` is refused instead of writing a
 second study into the same files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -115,78 +116,80 @@ def is_unfinished(paths: StudyPaths) -> bool:
     return paths.config_file.exists() and read_state(paths) != "finished"
 
 
-# -- the lock ----------------------------------------------------------------------------------
+# -- the lock ---------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
+def _holder(lock: Path) -> dict:
+    """Who wrote the lock file: {pid, host, since}; {} when empty or unreadable."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
+        holder = json.loads(lock.read_text() or "{}")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _in_use(folder: Path, holder: dict) -> str:
+    return (
+        f"{folder}: another ncstudy driver (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since "
+        f"{holder.get('since', '?')}) is working on this study; wait for it, or stop it and `resume`"
+    )
 
 
 class StudyLock:
-    """`.lock` in the study folder while a driver works in it: created atomically (O_EXCL) with the
-    driver's pid and host; a second driver is refused with one line. A lock left by a process that
-    is gone (same host, pid not alive) is taken over, and that is said. The folder is created if
-    needed and removed again on exit if the driver wrote nothing else into it."""
+    """`.lock` in the study folder, locked (flock, exclusive) while a driver works in it and holding
+    that driver's pid, host and start time. The kernel releases the lock when its process ends,
+    however it ends, so a lock is never stale: a file still naming a process that is gone is taken
+    over, and that is said. A second driver is refused with one line naming the holder. The folder
+    is created if needed, and removed again on exit if the driver wrote nothing else into it."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.path = folder / LOCK_FILE
         self._created_folder = False
-        self._held = False
+        self._descriptor: int | None = None
+
+    @staticmethod
+    def refuse_if_held(folder: Path) -> None:
+        """Before Ray starts: refuse at once when a live driver holds the folder."""
+        lock = folder / LOCK_FILE
+        if not lock.is_file():
+            return
+        descriptor = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyError(_in_use(folder, _holder(lock))) from None
+        finally:
+            os.close(descriptor)
 
     def __enter__(self) -> "StudyLock":
         self._created_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        for _ in range(3):
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale()
-                continue
-            with os.fdopen(descriptor, "w") as file:
-                json.dump(me, file)
-            self._held = True
-            return self
-        raise StudyError(f"{self.path}: could not take the study's lock; try again")
-
-    def _take_over_if_stale(self) -> None:
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            holder = json.loads(self.path.read_text())
-            pid, host = int(holder["pid"]), str(holder["host"])
-        except FileNotFoundError:
-            return  # released meanwhile: try again
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-            holder, pid, host = {}, -1, socket.gethostname()  # unreadable: written by a process that died mid-write
-        if host != socket.gethostname() or (pid > 0 and _alive(pid)):
-            self._leave_folder()
-            raise StudyError(
-                f"{self.folder}: another ncstudy driver (pid {pid} on {host}, since {holder.get('since', '?')}) "
-                "is working on this study; wait for it, or stop it and `resume`"
-            )
-        try:  # rename, not unlink: of two drivers taking over at once, exactly one succeeds
-            os.rename(self.path, self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}"))
-        except FileNotFoundError:
-            return
-        self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}").unlink()
-        print(f"note: took over the lock of process {pid}, which is no longer running", flush=True)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise StudyError(_in_use(self.folder, _holder(self.path))) from None
+        previous = _holder(self.path)
+        if previous:
+            print(f"note: took over the lock of process {previous.get('pid')} on {previous.get('host')}, "
+                  "which ended without releasing it", flush=True)  # fmt: skip
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, json.dumps(me).encode(), 0)
+        self._descriptor = descriptor
+        return self
 
     def __exit__(self, *exc) -> None:
-        if self._held:
-            self.path.unlink(missing_ok=True)
-            self._held = False
-        self._leave_folder()
-
-    def _leave_folder(self) -> None:
-        """Nothing half-written: a folder this driver created and left empty goes again."""
-        if self._created_folder and self.folder.is_dir() and not any(self.folder.iterdir()):
+        if self._descriptor is None:
+            return
+        os.ftruncate(self._descriptor, 0)  # released: an empty file names no holder
+        if self._created_folder and [entry.name for entry in self.folder.iterdir()] == [LOCK_FILE]:
+            self.path.unlink()  # nothing half-written: a folder this driver created and left empty goes again
             self.folder.rmdir()
+        os.close(self._descriptor)  # closing releases the flock
+        self._descriptor = None
 
 
 # -- --restart ---------------------------------------------------------------------------------

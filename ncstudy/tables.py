@@ -21,7 +21,6 @@ LaTeX show), plus the cells shown in bold. Files are written to a temporary name
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ncstudy.atomic import replaced_atomically
 from ncstudy.metrics import GROUPS
 
 DASH = "-"
@@ -376,15 +376,6 @@ def to_csv(table: Table) -> str:
 FORMATS = {"md": (".md", to_markdown), "latex": (".tex", to_latex), "csv": (".csv", to_csv)}
 
 
-def _write_atomic(text: str, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_tables(
     tables: Mapping[str, Table], folder: str | Path, formats: Sequence[str] = ("md", "latex", "csv")
 ) -> list[Path]:
@@ -397,5 +388,10 @@ def write_tables(
     texts = {folder / f"{name}{FORMATS[f][0]}": FORMATS[f][1](table) for name, table in tables.items() for f in formats}
     folder.mkdir(parents=True, exist_ok=True)
     for path, text in texts.items():
-        _write_atomic(text, path)
+        _write_text(text, path)
     return list(texts)
+
+
+def _write_text(text: str, path: Path) -> None:
+    with replaced_atomically(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")

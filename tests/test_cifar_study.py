@@ -20,7 +20,7 @@ def test_two_epoch_cifar_lt_run_reports_many_medium_few(ray_session, cifar_parqu
         "resources.cpus_per_worker=2", "resources.max_failures=0",
     ])  # fmt: skip
     outcome = run_study(study, tmp_path)
-    assert outcome.finished == 1
+    assert outcome.finished == 1 and outcome.complete
     trials = pd.read_parquet(tmp_path / "cifar_smoke" / "trials.parquet")
     row = trials.iloc[0]
     assert row["classes_many"] == 3 and row["classes_medium"] == 4 and row["classes_few"] == 3
@@ -28,5 +28,5 @@ def test_two_epoch_cifar_lt_run_reports_many_medium_few(ray_session, cifar_parqu
         assert 0.0 <= row[f"acc_{group}"] <= 1.0
     assert row["num_train"] == sum(int(100 * (1 / row["param.data.imbalance.ratio"]) ** (i / 9)) for i in range(10))
     epochs = pd.read_parquet(tmp_path / "cifar_smoke" / "epochs.parquet")
-    assert epochs["epoch"].tolist() == [0, 1]
+    assert epochs["epoch"].tolist() == [1, 2]  # completed epochs
     assert (epochs["loss_within"] > 0).all() and (epochs["loss_between"] != 0).all()  # the regularizers ran

@@ -34,8 +34,8 @@ def test_optuna_with_seeds_and_asha_completes_and_releases_workers(ray_session, 
     outcome = run_study(study, tmp_path)
     epochs = pd.read_parquet(tmp_path / "asha" / "epochs.parquet")
     per_trial = epochs.groupby("trial_id")["epoch"].max()
-    assert len(per_trial) == 4 and outcome.failed == 0
-    assert (per_trial < 3).any(), "ASHA stopped no trial early"
+    assert len(per_trial) == 4 and outcome.failed == [] and outcome.complete  # stopped trials ended as planned
+    assert (per_trial < 4).any(), "ASHA stopped no trial early"
     trials = pd.read_parquet(tmp_path / "asha" / "trials.parquet")
     assert sorted(trials["param.train.seed"].tolist()) == [0, 0, 1, 1]
     assert trials.groupby("param.regularizer.lambda_within")["param.train.seed"].apply(sorted).tolist() == [[0, 1], [0, 1]]
@@ -67,10 +67,13 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(ray_ses
     study = load_study(QUICKSTART, [*TINY, "name=failing", "train.epochs=2", "search.algorithm=grid", "search.space={}",
         "search.variants={ok: {}, diverges: {train.lr: 1.0e+12, train.warmup_epochs: 0}}"])  # fmt: skip
     outcome = run_study(study, tmp_path)
-    assert outcome.finished == 1 and outcome.failed == 1
+    assert outcome.finished == 1 and [trial_id for trial_id, _, _ in outcome.failed] == [outcome.failed[0][0]]
+    assert outcome.failed[0][2] and not outcome.complete  # the error's last line, for the console and the report
+    assert f"Failed, not in the tables: {outcome.failed[0][0]} (0/2 epochs: " in (tmp_path / "failing" / "report.md").read_text()
     trials = pd.read_parquet(tmp_path / "failing" / "trials.parquet")
     assert trials["param.variant"].tolist() == ["ok"]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
     statuses = sorted(r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags)
     assert statuses == ["FAILED", "FINISHED"]
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FAILED"]

@@ -46,7 +46,7 @@ def interrupted_and_resumed(tmp_path: Path, name: str, moment, signum=signal.SIG
     assert "Traceback" not in text, text[-3000:]
     check_nothing_left_running(results, name)
     assert json.loads((folder / "state.json").read_text())["state"] == "interrupted"
-    assert not (folder / ".lock").exists()
+    assert (folder / ".lock").read_text() == ""  # released: it names no holder
 
     resume = cli("resume", name, results=results, log=resume_log)
     try:
@@ -54,7 +54,16 @@ def interrupted_and_resumed(tmp_path: Path, name: str, moment, signum=signal.SIG
     finally:
         kill_session(resume.pid)
     check_complete(results, name, samples)
+    for console in (text, resume_log.read_text()):
+        check_quiet_console(console)
     return folder, text, resume_log.read_text()
+
+
+def check_quiet_console(text: str) -> None:
+    """Which Ray, said first; none of Ray's own noise without -v."""
+    assert text.startswith("ray: a private local instance started by ncstudy"), text[:300]
+    for noise in ("Token authentication", "Configuration for experiment", "TensorBoard", "Tuner.restore", "Traceback"):
+        assert noise not in text, (noise, text[-3000:])
 
 
 def check_nothing_left_running(results: Path, name: str) -> None:

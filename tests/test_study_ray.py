@@ -29,7 +29,7 @@ def finished_study(ray_session, tmp_path_factory):
 
 def test_trials_and_epochs_tables(finished_study):
     study, results, outcome = finished_study
-    assert outcome.finished == 2 and outcome.failed == 0
+    assert outcome.finished == 2 and outcome.failed == [] and outcome.complete
     trials = pd.read_parquet(results / "integration" / "trials.parquet")
     assert len(trials) == 2
     for column in ("acc_all", "acc_many", "acc_medium", "acc_few", "val_acc_all", "nc1", "min_angle_deg", "nc3", "nc4",
@@ -41,7 +41,7 @@ def test_trials_and_epochs_tables(finished_study):
     low, high = study.search.space["regularizer.lambda_within"].low, study.search.space["regularizer.lambda_within"].high
     assert trials["param.regularizer.lambda_within"].between(low, high).all()
     epochs = pd.read_parquet(results / "integration" / "epochs.parquet")
-    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [[0, 1], [0, 1]]
+    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2], [1, 2]]  # completed epochs
     saved = yaml.safe_load((results / "integration" / "study.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["search"]["num_samples"] == 2
 
@@ -59,13 +59,22 @@ def test_mlflow_has_one_parent_and_a_finished_child_per_trial(finished_study):
     assert sorted(c.info.run_id for c in children) == sorted(trials["mlflow_run_id"])
     assert all(c.info.status == "FINISHED" for c in children)
     history = client.get_metric_history(children[0].info.run_id, "val_acc_all")
-    assert [m.step for m in history] == [0, 1]
+    assert [m.step for m in history] == [1, 2]
     assert "regularizer.lambda_within" in children[0].data.params
+    # comparable in the UI: runs named by their searched values, the data set as an input, the best on the parent
+    row = trials.set_index("mlflow_run_id").loc[children[0].info.run_id]
+    assert children[0].info.run_name.startswith(f"lambda_within={row['param.regularizer.lambda_within']:.3g}")
+    (dataset,) = children[0].inputs.dataset_inputs
+    assert dataset.dataset.digest == row["data_fingerprint"] and dataset.dataset.name.startswith("digits")
+    best = trials["val_acc_all"].max()
+    assert parents[0].data.metrics["best_val_acc_all"] == pytest.approx(best)
+    assert parents[0].data.tags["best.trial_id"] in set(trials["trial_id"])
+    assert "worker_nodes" not in children[0].data.params and "worker_nodes" in children[0].data.tags
     assert {"report.md", "trials.parquet", "study.yaml"} <= {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     figures = {a.path for a in client.list_artifacts(children[0].info.run_id, "figures")}
     assert figures == {"figures/angles.png", "figures/norms.png", "figures/nc_curves.png"}
     nc1 = client.get_metric_history(children[0].info.run_id, "nc1")
-    assert [m.step for m in nc1] == [0, 1] and all(m.value > 0 for m in nc1)  # metrics.every=1 below
+    assert [m.step for m in nc1] == [1, 2] and all(m.value > 0 for m in nc1)  # metrics.every=1 below
 
 
 def test_report_has_the_many_medium_few_table(finished_study):
@@ -111,10 +120,10 @@ def test_report_writes_every_format_and_figure_and_marks_unfinished_trials(finis
     figures = {p.name for p in (folder / "figures").glob("*.png")}
     assert {"accuracy_vs_count.png", "nc1_over_epochs.png", "angles_best.png", "norms_best.png", "optuna_history.png"} <= figures
 
-    # a study cut short: one trial stopped after its first epoch
+    # a study cut short, copied without Tune's saved state: one trial reported its first epoch only
     copy = tmp_path / "results"
-    shutil.copytree(folder, copy / "integration", ignore=shutil.ignore_patterns("train"))
-    result_file = sorted((copy / "integration" / "ray" / "tune").glob("*/result.json"))[0]
-    result_file.write_text(result_file.read_text().splitlines()[0] + "\n")
+    shutil.copytree(folder, copy / "integration", ignore=shutil.ignore_patterns("train", "experiment_state-*"))
+    reports = sorted((copy / "integration" / "reports").glob("*.jsonl"))[0]
+    reports.write_text(reports.read_text().splitlines()[0] + "\n")
     report = (build_report(["integration"], copy) / "report.md").read_text()
-    assert "1 trials finished of 2 started" in report and "(1/2 epochs)" in report
+    assert "1 trials finished of 2 started" in report and f"Unfinished, not in the tables: {reports.stem} (1/2 epochs)" in report

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ncstudy.atomic import replaced_atomically
 from ncstudy.errors import StudyError
 
 FORMAT_VERSION = "1"  # bump when the decoded layout changes
@@ -58,12 +59,6 @@ def cached_arrays(
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write through a temporary file and rename it: concurrent trials never read half a file, and a
-    failed write leaves nothing behind."""
-    temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.save(handle, array)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Concurrent trials never read half a file, and a failed write leaves nothing behind."""
+    with replaced_atomically(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, array)

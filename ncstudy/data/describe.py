@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ncstudy.atomic import replaced_atomically
 from ncstudy.config import DataConfig
 from ncstudy.data.build import StudyData
 from ncstudy.metrics import GROUPS
@@ -73,5 +74,6 @@ def plot_profile(data: StudyData, path: Path) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[g]) for g in GROUPS]
     axes.legend(handles, [f"{g} ({len(data.groups[g])})" for g in GROUPS])
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with replaced_atomically(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
     plt.close(figure)
