@@ -49,7 +49,7 @@ def image_lists(folder: Path) -> list[str]:
 
 def cifar(root: Path, cache: Path) -> list[str]:
     return ["data.dataset=parquet", f"data.root={root}", f"data.cache_dir={cache}", "data.download=false",
-            "data.imbalance.n_max=60", "data.val_per_class=5", "train.batch_size=64"]  # fmt: skip
+            "data.imbalance.n_max=200", "data.val_per_class=5", "train.batch_size=64"]  # fmt: skip
 
 
 SIZES = {

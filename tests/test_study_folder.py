@@ -148,3 +148,21 @@ def test_a_study_is_unfinished_until_a_driver_wrote_finished(tmp_path):
     assert is_unfinished(paths)
     write_state(paths, "finished", planned=2, finished=2, failed=0)
     assert not is_unfinished(paths)
+
+
+def test_a_second_run_of_a_study_in_use_exits_2_before_ray_starts(tmp_path, capsys):
+    from ncstudy.cli import main
+
+    quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+    holder = hold_lock(tmp_path / "results" / "quickstart", 30)
+    try:
+        for command in (["run", str(quickstart)], ["resume", "quickstart"]):
+            if command[0] == "resume":
+                (tmp_path / "results" / "quickstart" / "study.yaml").write_text(quickstart.read_text())
+            assert main([*command, "--results", str(tmp_path / "results")]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"another ncstudy driver (pid {holder.pid}" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "results" / "quickstart").iterdir()) == [".lock", "study.yaml"]
