@@ -37,8 +37,8 @@ def run(study: StudyConfig, cpus: int) -> dict:
     with study_on_local_ray(study, cpus, "bench-concurrency-") as run:
         outcome = run.outcome
         if outcome.failed or not outcome.finished:
-            raise RuntimeError(f"{outcome.failed} of {study.search.num_samples} trials failed:\n{trial_errors(run.folder)}")
-    return {"ray_init_s": run.ray_init_s, "wall_s": run.wall_s, "finished": outcome.finished, "failed": outcome.failed,
+            raise RuntimeError(f"{len(outcome.failed)} of {outcome.planned} trials failed:\n{trial_errors(run.folder)}")
+    return {"ray_init_s": run.ray_init_s, "wall_s": run.wall_s, "finished": outcome.finished, "failed": len(outcome.failed),
             "trials_per_hour": outcome.finished / run.wall_s * 3600}  # fmt: skip
 
 

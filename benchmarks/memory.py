@@ -93,7 +93,7 @@ def child(name: str, args: argparse.Namespace) -> None:
     finally:
         stop_ray()
     record = {"driver": process_memory(os.getpid()), "data_bytes": source_bytes(study), "finished": outcome.finished,
-              "failed": outcome.failed}  # fmt: skip
+              "failed": len(outcome.failed)}  # fmt: skip
     Path(args.child_json).write_text(json.dumps(record))
 
 

@@ -23,12 +23,20 @@ class Interruption:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._tune_running = False
+        self._installed = False
 
     def install(self) -> None:
         """Take SIGINT and SIGTERM; called once by the CLI before any work."""
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
+        self._installed = True
+
+    def reclaim(self) -> None:
+        """Take the signals back after `ray.init`, whose core worker installs a SIGTERM handler of
+        its own in the driver (it logs "SIGTERM received" and ends the process at once)."""
+        if self._installed:
+            self.install()
 
     @property
     def interrupted(self) -> bool:

@@ -136,7 +136,9 @@ def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, par
 
 def _start_ray(study: StudyConfig, paths: StudyPaths, verbose: bool) -> int:
     """Ray, and what it must hold before anything is written; returns the trials to run at once."""
-    max_concurrent = check_resources(study, init_ray(study.resources.address, verbose))
+    may_grow = init_ray(study.resources.address, verbose)
+    INTERRUPTION.reclaim()
+    max_concurrent = check_resources(study, may_grow)
     check_shared_results(paths.results, study.tracking.uri)
     return max_concurrent
 

@@ -77,7 +77,7 @@ class TrialState:
         )
         self.crt_optimizer: torch.optim.Optimizer | None = None
         self.history: list[dict[str, float]] = []  # NC metrics per evaluated epoch (for nc_curves)
-        self.last_metrics: dict[str, Any] = {}  # the last report, repeated when a finished trial is restored
+        self.reports: list[dict[str, Any]] = []  # every epoch's report so far, repeated when the trial is restored
         self.next_epoch = 0
 
     def class_weights(self, epoch: int, counts: list[int]) -> torch.Tensor | None:
@@ -108,7 +108,7 @@ class TrialState:
             "regularizer": self.regularizer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
-            "last_metrics": self.last_metrics,
+            "reports": self.reports,
             "next_epoch": epoch + 1,
         }
         if self.regularizer.optimizer is not None:
@@ -131,7 +131,7 @@ class TrialState:
             self.model.classifier.load_state_dict(model_state)
             self.crt_optimizer.load_state_dict(state["crt_optimizer"])
         self.history = list(state["history"])
-        self.last_metrics = dict(state["last_metrics"])
+        self.reports = [dict(report) for report in state["reports"]]
         self.next_epoch = int(state["next_epoch"])
 
 
@@ -251,12 +251,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     }
     static.update({f"classes_{name}": len(members) for name, members in data.groups.items()})
     total_epochs = config.train.epochs + config.train.crt_epochs
-    if checkpoint is not None and state.last_metrics:
-        # Restored: say the checkpoint's epoch again. An interrupted driver may have stopped before
-        # it took that report (the worker saves the checkpoint first), and a trial restored after
-        # its last epoch (the driver died before Tune recorded it) has nothing else to say. The
-        # driver keeps the latest report of each epoch; MLflow logs an epoch once.
-        ray.train.report(state.last_metrics)
+    for earlier in state.reports if checkpoint is not None else []:
+        # Restored: say every epoch up to the checkpoint again. An interrupted driver may have stopped
+        # before it took the last reports (the worker saves each checkpoint first, and after a second
+        # Ctrl-C workers outlive the driver by a few epochs); a trial restored after its last epoch
+        # has nothing else to say. The driver keeps the latest report of each epoch; MLflow and ASHA
+        # (time attribute `epoch`) take an epoch once.
+        ray.train.report(earlier)
     if state.next_epoch >= total_epochs:
         return
     for epoch in range(state.next_epoch, total_epochs):
@@ -322,7 +323,7 @@ def report(
 ) -> None:
     """Report the epoch; rank 0 attaches a checkpoint (model, centres, optimizers, NC history, next
     epoch) and, at the end, the trial's figures and per-class arrays."""
-    state.last_metrics = metrics
+    state.reports.append(metrics)
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
