@@ -9,7 +9,7 @@ NaN (shown as a dash), never 0.
 al., "On Calibration of Modern Neural Networks" (ICML 2017), 15 equal-width confidence bins by default,
 and `group_calibration` the same per frequency group.
 
-`neural_collapse` implements NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as ../shared/GUIDE.md
+`neural_collapse` implements NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as docs/design.md
 defines them: class-balanced within-class covariance, the centre mu_C taken as the plain mean of the
 class means, population standard deviations. Its pieces (`between_pinv_factor`, `mean_geometry`,
 `nc4_mismatches`) are shared with the streaming accumulator in ncstudy.nc_stream, so both give the

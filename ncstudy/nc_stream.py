@@ -1,6 +1,6 @@
 """Neural-collapse metrics streamed over batches and ranks, and by frequency group.
 
-NC1-NC3 of Papyan, Han & Donoho (PNAS 2020), as ../shared/GUIDE.md defines them and
+NC1-NC3 of Papyan, Han & Donoho (PNAS 2020), as docs/design.md defines them and
 `ncstudy.metrics.neural_collapse` computes them, depend on the features only through per-class
 moments: the counts n_k, the sums, and the second moments G_k = sum_{i in k} h_i h_i^T, since
 S_W = (1/K) sum_k [G_k / n_k - mu_k mu_k^T]. `ClassMoments` accumulates them in float64 batch by

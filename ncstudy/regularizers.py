@@ -1,5 +1,5 @@
 """The neural-collapse regularizers of Liu et al., "Inducing Neural Collapse in Deep Long-tailed
-Learning" (AISTATS 2023, arXiv 2302.12453), exactly as ../shared/GUIDE.md defines them.
+Learning" (AISTATS 2023, arXiv 2302.12453), exactly as docs/design.md defines them.
 
 - `within_class_loss` (L_W, the NC1 term): (1/K) * sum over classes k present in the batch of
   mean_{i: y_i = k} ||h_i - c_k||^2. The 1/K comes from the authors' released code; the paper's

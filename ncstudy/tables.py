@@ -2,7 +2,7 @@
 differences against a baseline, neural-collapse metrics; each rendered as Markdown, LaTeX or CSV.
 
 - Over seeds: mean and the sample standard deviation (ddof 1), the usual reading of "mean ± std over
-  seeds"; one seed gives no std. (The population std of ../shared/GUIDE.md is for NC metrics over
+  seeds"; one seed gives no std. (The population std of docs/design.md is for NC metrics over
   classes and features, not for seeds.) A NaN (an empty group) is left out of its own column only.
 - Head/medium/tail columns follow the many/medium/few-shot convention of Liu et al. (CVPR 2019,
   OLTR): accuracy in percent, best per column in bold, an empty group shown as a dash (never 0).
