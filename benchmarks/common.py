@@ -13,9 +13,12 @@ from pathlib import Path
 
 import torch
 
+from ncstudy.data_root import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "bench"
-CIFAR_PARQUET = Path(os.environ.get("NCSTUDY_CIFAR_PARQUET", ROOT.parent / "shared" / "data" / "cifar10-jpeg"))
+# The CIFAR-10 Parquet tables: $NCSTUDY_CIFAR_PARQUET, else cifar10-jpeg/ under the data root ($NCSTUDY_DATA).
+CIFAR_PARQUET = Path(os.environ.get("NCSTUDY_CIFAR_PARQUET") or data_root() / "cifar10-jpeg")
 
 
 def machine() -> dict:

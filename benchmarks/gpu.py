@@ -43,7 +43,7 @@ pydantic, which ncstudy.config needs. Carry it as wheels; in the repository root
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
         pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
-    mkdir -p .data && cp -r ../shared/data/cifar10-jpeg .data/     # 18 MB; .data/ is git-ignored
+    mkdir -p .data && cp -r "$NCSTUDY_DATA"/cifar10-jpeg .data/    # 18 MB; .data/ is git-ignored
 
 and run (carry [".whl", ".data"], timeout_s about 480; the default --budget-s is 360):
 
@@ -148,7 +148,7 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         if regularized:
-            self.regularizer.step(1)
+            self.regularizer.step()
         return torch.stack([v.detach().float() for v in (loss, loss_sup, terms["loss_within"], terms["loss_between"], terms["loss_center"])])
 
 

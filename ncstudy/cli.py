@@ -123,12 +123,15 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ncstudy.config import dump_yaml, load_study
+    from ncstudy.config import dump_yaml
     from ncstudy.study import preflight
+    from ncstudy.study_file import load_study_file
 
-    study = load_study(args.study, args.overrides)
+    study, bases = load_study_file(args.study, args.overrides)
     preflight(study)
     print(dump_yaml(study), end="")
+    if bases:
+        print(f"# base files, applied in this order: {', '.join(map(str, bases))}", file=sys.stderr)
     print(f"# {args.study}: valid", file=sys.stderr)
     return 0
 

@@ -1,5 +1,8 @@
 """The study schema: YAML -> pydantic models (extra keys forbidden) -> `--set` overrides -> validation.
 
+Reading a file (YAML, base files, `--set`, data paths) is ncstudy.study_file's job; `load_study`
+is importable from here too.
+
 One place for each setting: the objective's metric and mode live in `search` only. Search-space keys
 are dotted paths into this schema (`regularizer.lambda_within`), and every value a space can produce
 is validated like the file, so a bad range fails before Ray starts. Defaults follow the paper's
@@ -13,17 +16,16 @@ cannot store, and conditions (`when`) that name no setting or can never hold.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import re
-from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from ncstudy.errors import StudyError, excerpt
+from ncstudy.terms import refuse_inert_terms
 
 OBJECTIVE_METRICS = ("val_acc_all", "val_acc_many", "val_acc_medium", "val_acc_few", "val_loss")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -106,6 +108,9 @@ class ModelConfig(Strict):
     width: int = Field(32, ge=1, description="digits_cnn: channels of the first block")
     feature_dim: int = Field(64, ge=1, description="digits_cnn: dimension of the features h")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    sync_batchnorm: bool = Field(
+        True, description="multi-worker trials on GPUs: BatchNorm statistics of the global batch (SyncBatchNorm)"
+    )
 
 
 class LossConfig(Strict):
@@ -136,6 +141,12 @@ class RegularizerConfig(Strict):
     centers: Literal["learnable", "ema", "batch"] = "learnable"
     center_lr: float = Field(0.5, gt=0, description="learnable: SGD learning rate of the centres")
     ema_momentum: float = Field(0.9, ge=0, lt=1, description="ema: c <- m c + (1 - m) batch mean")
+    before_start: Literal["none", "frozen_centres"] = Field(
+        "none", description="before start_epoch: no regularizer, or the released code's L_W pull towards the frozen initial centres"
+    )
+    mixup_labels: Literal["dominant", "both"] = Field(
+        "dominant", description="mixed samples in L_W and the class means: the larger share's label, or both weighted by lambda"
+    )
 
 
 class TrainConfig(Strict):
@@ -217,7 +228,7 @@ class SearchConfig(Strict):
         "optuna", description="optuna: a seeded Optuna sampler; grid: every combination; random: Optuna's random sampler"
     )
     sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="optuna: the sampler")
-    num_samples: int = Field(8, ge=1, description="configurations to try (grid: ignored, every combination)")
+    num_samples: int = Field(8, ge=1, description="configurations to try, per stratum (grid: ignored, every combination)")
     seeds: list[int] | None = Field(None, description="run every configuration once per training seed")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named bundles of settings, searched as the parameter `variant`"
@@ -231,6 +242,33 @@ class SearchConfig(Strict):
     )
     asha: AshaConfig | None = Field(None, description="stop poor trials early (ASHA, Li et al. 2020)")
     space: dict[str, SpaceParam] = Field(default_factory=dict)
+    strata: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="settings -> values; one independent search (own sampler, own num_samples) per combination",
+    )
+
+    @model_validator(mode="after")
+    def _strata_are_fixed_values(self) -> "SearchConfig":
+        """Strata (ncstudy.search.StratifiedSearch) are grid axes that split the study: each value a
+        single setting's scalar, and a key the search does not also set through space or variants."""
+        for key, values in self.strata.items():
+            if not values:
+                raise ValueError(f"strata {key}: give at least one value")
+            for position, value in enumerate(values):
+                if not isinstance(value, SCALARS) or (isinstance(value, float) and not math.isfinite(value)):
+                    raise ValueError(
+                        f"strata {key}: value {excerpt(value)} is not a single finite value "
+                        "(null, true/false, a number or a string)"
+                    )
+                if value in values[:position]:
+                    raise ValueError(f"strata {key}: value {excerpt(value)} is given twice")
+            if key in self.space:
+                raise ValueError(f"strata {key}: also in search.space; a setting is either a stratum or searched, not both")
+            if key == "variant" or key == SEED_SETTING:
+                raise ValueError(f"strata {key}: reserved; use search.{'variants' if key == 'variant' else 'seeds'}")
+            if any(key in bundle for bundle in self.variants.values()):
+                raise ValueError(f"strata {key}: also set by a variant in search.variants; drop it from one of them")
+        return self
 
     @model_validator(mode="after")
     def _objective_is_validation(self) -> "SearchConfig":
@@ -308,6 +346,7 @@ class StudyConfig(Strict):
             raise ValueError("loss.name dot_regression needs model.head etf (it regresses ETF cosines)")
         if self.train.crt_epochs and self.model.head == "etf":
             raise ValueError("train.crt_epochs: cRT re-trains a learnable classifier; the etf head is fixed")
+        refuse_inert_terms(self)
         return self
 
 
@@ -372,43 +411,12 @@ def get_dotted(tree: dict, dotted_key: str) -> Any:
     return node
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=v` -> ("a.b", v) with v read as YAML (so 0.1, null, [1, 2] and true keep their types)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise StudyError(f"--set {excerpt(text)}: expected dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
 def _section_model(annotation: Any) -> type[BaseModel] | None:
     """The section model a field holds (`DataConfig`, or `AshaConfig | None`), if it holds one."""
     for candidate in (annotation, *get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
-
-
-def _check_override_key(key: str) -> None:
-    """An override must name a section or setting of the schema; below a mapping of the user's own
-    keys (search.space, search.variants) any key goes, and validation judges the result."""
-    model: type[BaseModel] = StudyConfig
-    parts = key.split(".")
-    for position, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
-            close = difflib.get_close_matches(part, list(model.model_fields), n=1)
-            hint = f"; did you mean {'.'.join([*parts[:position], close[0]])}?" if close else ""
-            raise StudyError(f"--set {key}: no such setting{hint}")
-        section = _section_model(field.annotation)
-        if section is None:
-            if position < len(parts) - 1 and get_origin(field.annotation) is not dict:
-                raise StudyError(f"--set {key}: {'.'.join(parts[: position + 1])} is a setting, not a section")
-            return
-        model = section
 
 
 def _setting_field(dotted_key: str) -> FieldInfo | None:
@@ -431,74 +439,6 @@ def _is_integer_setting(dotted_key: str) -> bool:
     return all(kind is int for kind in kinds)
 
 
-class _StudyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML would keep the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-            except TypeError:  # an unhashable key: the safe loader refuses it itself
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {excerpt(key)}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _read_study_text(path: Path) -> str:
-    """The study file's text; a folder, a missing or unreadable file, or bytes that are not UTF-8 are refused."""
-    if path.is_dir():
-        raise StudyError(f"{path}: a folder, not a study file")
-    if not path.is_file():
-        raise StudyError(f"{path}: study file not found")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise StudyError(f"{path}: cannot read the study file ({error.strerror or error})") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise StudyError(f"{path}: not UTF-8 text (byte {error.start}); a study file is YAML text") from None
-
-
-def _parse_yaml(text: str, path: Path) -> Any:
-    try:
-        return yaml.load(text, Loader=_StudyLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f" line {mark.line + 1}:" if mark is not None else ""
-        raise StudyError(f"{path}:{where} malformed YAML: {error.problem or error.context}") from None
-    except yaml.reader.ReaderError as error:
-        raise StudyError(f"{path}: not YAML text ({error.reason}, character {error.position})") from None
-    except RecursionError:
-        raise StudyError(f"{path}: malformed YAML: nested too deeply") from None
-
-
-def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
-    """Read, override and validate a study file; every failure is a one-line StudyError."""
-    path = Path(path)
-    raw = _parse_yaml(_read_study_text(path), path)
-    if raw is None:
-        raise StudyError(f"{path}: the file is empty; a study file is a mapping of sections (name, data, model, ...)")
-    if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study file must be a mapping of sections (name, data, model, ...)")
-    for text in overrides:
-        key, value = parse_override(text)
-        _check_override_key(key)
-        set_dotted(raw, key, value)
-    try:
-        study = StudyConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise StudyError(f"{path}: {_describe(exc)}") from None
-    validate_space(study, source=str(path))
-    return study
-
-
 def space_candidates(param: SpaceParam) -> list[Any]:
     """The values whose validity stands for the whole range: the bounds, or every choice."""
     if isinstance(param, (Choice, Grid)):
@@ -508,7 +448,8 @@ def space_candidates(param: SpaceParam) -> list[Any]:
 
 def validate_space(study: StudyConfig, source: str = "study") -> None:
     """Each space key must name a setting, and each value it can produce must pass the schema; so
-    must every variant bundle; and each `when` condition must name a setting and be able to hold."""
+    must every variant bundle and every stratum value; and each `when` condition must name a setting
+    and be able to hold."""
     tree = study.model_dump(mode="json")
     for name, bundle in study.search.variants.items():
         _check_variant(tree, f"{source}: search.variants.{name}", bundle)
@@ -517,6 +458,23 @@ def validate_space(study: StudyConfig, source: str = "study") -> None:
         _check_space_entry(tree, where, key, param)
         for setting, value in (param.when or {}).items():
             _check_condition(study, tree, f"{where}.when.{setting}", key, setting, value)
+    for key, values in study.search.strata.items():
+        _check_space_entry(tree, f"{source}: search.strata.{key}", key, Choice(type="choice", values=list(values)))
+    _check_variants_with_space(study, tree, source)
+
+
+def _check_variants_with_space(study: StudyConfig, tree: dict, source: str) -> None:
+    """Each value a space entry (without a condition) or a stratum can take, on top of each variant:
+    a combination that only a trial would meet (a temperature searched beside a variant without
+    L_B, say) is refused before Ray starts, not in the middle of a study."""
+    entries = {f"search.space.{k}": (k, p) for k, p in study.search.space.items() if not p.when}
+    entries.update({f"search.strata.{k}": (k, Choice(type="choice", values=list(v))) for k, v in study.search.strata.items()})
+    for name, bundle in study.search.variants.items():
+        variant_tree = copy.deepcopy(tree)
+        for key, value in bundle.items():
+            set_dotted(variant_tree, key, value)
+        for label, (key, param) in entries.items():
+            _check_space_entry(variant_tree, f"{source}: {label} with search.variants.{name}", key, param)
 
 
 def _require_setting(tree: dict, where: str, key: str) -> None:
@@ -561,7 +519,8 @@ def _check_condition(study: StudyConfig, tree: dict, where: str, key: str, setti
     order = list(study.search.space)
     if setting in order and order.index(setting) > order.index(key):
         raise StudyError(f"{where}: {setting} is searched after {key}; list it first in search.space")
-    values = [get_dotted(tree, setting), *(b[setting] for b in study.search.variants.values() if setting in b)]
+    fixed = study.search.strata.get(setting, [get_dotted(tree, setting)])  # a stratum key takes its strata's values
+    values = [*fixed, *(b[setting] for b in study.search.variants.values() if setting in b)]
     param = study.search.space.get(setting)
     ranged = isinstance(param, (LogUniform, Uniform, IntRange))
     if param is not None and not ranged:
@@ -595,3 +554,13 @@ def with_params(study: StudyConfig, params: dict[str, Any]) -> StudyConfig:
 def dump_yaml(study: StudyConfig) -> str:
     """The resolved config, every default spelled out, as it is saved beside the results."""
     return yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False)
+
+
+def __getattr__(name: str) -> Any:
+    """`load_study` and `parse_override` live in ncstudy.study_file (base files, --set, data paths);
+    importing them from here keeps working. Lazy, because that module imports this one."""
+    if name in ("load_study", "load_study_file", "parse_override"):
+        from ncstudy import study_file
+
+        return getattr(study_file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

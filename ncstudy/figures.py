@@ -6,6 +6,8 @@
 - `nc_curves`: NC1, NC2 and the smallest angle over epochs (Papyan, Han & Donoho, PNAS 2020, Fig. 6-7).
 - `accuracy_vs_count`: per-class test accuracy against training count (log x), one line per variant.
 - `optuna_figures`: Optuna's optimization history, parameter importances and parallel coordinates.
+- `best_by_stratum`: the best value of each searched parameter against the stratum's value (one
+  panel per parameter), e.g. the best lambda_W and lambda_B per imbalance ratio (search.strata).
 
 Every legend sits outside its axes, so it never covers data, and every figure is written to a
 temporary file beside its path and then renamed, so an interrupted report never leaves half a PNG.
@@ -166,10 +168,11 @@ def _full_axis_names(axes, names: list[str]) -> None:
     axes.figure.set_size_inches(max(6.4, 1.4 * len(names) + 2.0), 4.8)
 
 
-def optuna_figures(study, folder: Path) -> list[Path]:
+def optuna_figures(study, folder: Path, suffix: str = "") -> list[Path]:
     """Optimization history, parameter importances and parallel coordinates of an Optuna study
     (optuna.visualization.matplotlib), the objective named by its metric and the parallel axes by
-    the full parameter names; a plot that needs more completed trials is skipped."""
+    the full parameter names, as folder/optuna_<plot><suffix>.png; a plot that needs more completed
+    trials is skipped."""
     import optuna
     import optuna.visualization.matplotlib as plots
 
@@ -190,5 +193,64 @@ def optuna_figures(study, folder: Path) -> list[Path]:
             if plot is plots.plot_parallel_coordinate:
                 _full_axis_names(axes, [objective, *_plotted_params(study)])
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-            written.append(_save(figure, folder / f"{name}.png"))
+            written.append(_save(figure, folder / f"{name}{suffix}.png"))
     return written
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _missing(value) -> bool:
+    return value is None or (_is_number(value) and np.isnan(value))
+
+
+def best_by_stratum(
+    panels: dict[str, dict[str, tuple[Sequence, Sequence]]],
+    x_label: str,
+    path: Path,
+    log_y: Sequence[str] = (),
+    ranges: dict[str, tuple[float, float]] | None = None,
+) -> Path:
+    """panels: parameter -> {line label: (stratum values, best values)}, one panel per parameter,
+    one line per combination of any further strata keys (label "" for a single key: no legend).
+    x is logarithmic for positive numeric strata spanning a factor 10 or more (imbalance ratios),
+    y for the parameters in `log_y` (loguniform ones), spanning the parameter's searched range
+    (`ranges`, so a best value at the edge of the space shows as one); a missing best value (e.g.
+    the hard-min temperature, null) is marked "none" at the bottom of its panel."""
+    plt = _pyplot()
+    xs_all = [x for lines in panels.values() for xs, _ in lines.values() for x in xs]
+    numeric_x = all(_is_number(x) for x in xs_all)
+    positive = numeric_x and xs_all and min(xs_all) > 0
+    log_x = bool(positive and max(xs_all) / min(xs_all) >= 10)
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.2), squeeze=False)
+    for axes, (parameter, lines) in zip(axes_list[0], panels.items()):
+        for label, (xs, ys) in lines.items():
+            xs = list(xs) if numeric_x else [str("none" if _missing(x) else x) for x in xs]
+            values = [np.nan if _missing(y) else float(y) for y in ys]
+            line = axes.plot(xs, values, marker="o", label=label or None)[0]
+            for x, y in zip(xs, ys):
+                if _missing(y):
+                    axes.plot([x], [0.03], marker="x", color=line.get_color(), transform=axes.get_xaxis_transform())
+                    axes.text(x, 0.07, "none", transform=axes.get_xaxis_transform(), ha="center", fontsize=7, clip_on=False)
+        if log_x:
+            axes.set_xscale("log")
+        if numeric_x:
+            ticks = sorted(set(xs_all))
+            axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            axes.xaxis.set_minor_locator(plt.NullLocator())  # only the strata's own values are ticked
+        if parameter in log_y:
+            axes.set_yscale("log")
+        low, high = (ranges or {}).get(parameter, (None, None))
+        if low is not None and high is not None and low < high:
+            nones = any(_missing(y) for _, ys in lines.values() for y in ys)  # room below the range for "none"
+            if parameter in log_y:
+                axes.set_ylim(low / (3.0 if nones else 1.25), high * 1.25)
+            else:
+                axes.set_ylim(low - (0.25 if nones else 0.05) * (high - low), high + 0.05 * (high - low))
+        axes.set_xlabel(x_label)
+        axes.set_ylabel(f"best {parameter.rsplit('.', 1)[-1]}")
+        axes.set_title(parameter, fontsize=9)
+        if any(lines):
+            axes.legend(fontsize=7)
+    return _save(figure, path)

@@ -15,15 +15,29 @@ Learning" (AISTATS 2023, arXiv 2302.12453), exactly as docs/design.md defines th
 - `NeuralCollapseRegularizer`: all terms of one trial with the centre mode of the config: `learnable`
   (the released code), `ema` (centres as a running mean of batch class means; the gradient flows
   through the current batch's share) or `batch` (the class means of the current batch; L_B over the
-  classes present). Learnable centres live outside the DDP module, so their gradient is averaged
-  across workers here; EMA centres are updated with the batch means of all workers so every worker
-  keeps the same centres.
+  classes present).
+
+Global-batch semantics (docs/design.md, "Worker-count invariance"). With W DDP workers every term is
+the term of the whole global batch: per-class sums and counts (and the class means of batch and EMA
+centres) are summed across the workers by a differentiable all-reduce (`WorkerSum`), so every worker
+computes the same loss value. Autograd's backward of that all-reduce sums the workers' gradients,
+which gives each worker W times its share, and DDP's average divides the W out again: the features'
+and the network's gradients are those of one worker holding the whole batch. The learnable centres
+live outside DDP: their gradient (W times the share of each worker, plus the L_B term once) is
+summed and divided by W in `step`, which again leaves the one-worker gradient.
+
+Mixed (mixup) samples count for the label of the larger share (`mixup_labels: dominant`, the
+released code's behaviour for mixup-trained models) or for both labels with weights lambda and
+1 - lambda (`mixup_labels: both`); `SampleClasses` carries either form.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as distributed_autograd
 from torch import nn
 
 from ncstudy.config import RegularizerConfig
@@ -84,34 +98,79 @@ def center_loss(features: torch.Tensor, labels: torch.Tensor, centers: torch.Ten
     return 0.5 * (features - centers[labels]).pow(2).sum(dim=1).mean()
 
 
-def batch_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class feature sums [K, P] (differentiable) and counts [K] of one batch."""
-    sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
-    sums = sums.index_add(0, labels, features)
-    counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)
-    return sums, counts
+class WorkerSum:
+    """Sums over the DDP workers of one trial, on a process group of its own (so that the all-reduce
+    inside the backward pass never interleaves with DDP's gradient buckets on the default group).
+    With one worker every sum is the tensor itself."""
+
+    def __init__(self, world_size: int = 1):
+        self.world_size = world_size
+        self.group = dist.new_group() if world_size > 1 else None  # collective: every rank builds it
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over the workers, differentiable: the backward pass sums the gradients too."""
+        if self.world_size == 1:
+            return tensor
+        return distributed_autograd.all_reduce(tensor, group=self.group)
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum `tensor` over the workers in place, outside autograd (gradients, counters)."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor, group=self.group)
+        return tensor
+
+
+ONE_WORKER = WorkerSum(1)
+
+
+@dataclass(frozen=True)
+class SampleClasses:
+    """Which class each feature row counts for and with what weight: one entry per (row, class)."""
+
+    rows: torch.Tensor  # [M] indices into the batch's features
+    labels: torch.Tensor  # [M]
+    weights: torch.Tensor  # [M]
+
+    @classmethod
+    def hard(cls, labels: torch.Tensor) -> "SampleClasses":
+        rows = torch.arange(len(labels), device=labels.device)
+        return cls(rows, labels, torch.ones(len(labels), device=labels.device))
+
+    @classmethod
+    def mixed(cls, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: float) -> "SampleClasses":
+        """Both labels of a mixup batch, weighted lambda and 1 - lambda."""
+        rows = torch.arange(len(labels_a), device=labels_a.device)
+        weights = torch.cat([torch.full(rows.shape, lam), torch.full(rows.shape, 1 - lam)]).to(labels_a.device)
+        return cls(torch.cat([rows, rows]), torch.cat([labels_a, labels_b]), weights)
 
 
 class NeuralCollapseRegularizer(nn.Module):
-    """L_W, L_B and the centre loss of one trial, with centres in the configured mode."""
+    """L_W, L_B and the centre loss of one trial, with centres in the configured mode, computed over
+    the global batch of `workers` (see the module docstring)."""
 
-    def __init__(self, config: RegularizerConfig, num_classes: int, feature_dim: int, generator: torch.Generator):
+    def __init__(
+        self, config: RegularizerConfig, num_classes: int, feature_dim: int, generator: torch.Generator,
+        workers: WorkerSum = ONE_WORKER,
+    ):  # fmt: skip
         super().__init__()
         self.config = config
         self.num_classes = num_classes
+        self.workers = workers
         self.learnable = ClassCenters(num_classes, feature_dim, generator) if config.centers == "learnable" else None
         self.register_buffer("ema", torch.zeros(num_classes, feature_dim))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         self.optimizer = self.learnable.make_optimizer(config.center_lr) if self.learnable is not None else None
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def centers(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(centres [K, P], mask of the classes L_B may use) for this batch."""
+    def centers(self, features: torch.Tensor, targets: SampleClasses, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(centres [K, P], mask of the classes L_B may use) for this global batch."""
         if self.learnable is not None:
             return self.learnable.centers, torch.ones(self.num_classes, dtype=torch.bool, device=features.device)
-        sums, counts = batch_class_sums(features, labels, self.num_classes)
+        weighted = features[targets.rows] * targets.weights.unsqueeze(1)
+        local_sums = features.new_zeros(self.num_classes, features.shape[1]).index_add(0, targets.labels, weighted)
+        sums = self.workers(local_sums)
         present = counts > 0
-        means = sums / counts.clamp_min(1).unsqueeze(1)
+        means = sums / counts.clamp_min(torch.finfo(counts.dtype).tiny).unsqueeze(1)
         self._pending = (sums.detach(), counts)
         if self.config.centers == "batch":
             return means, present
@@ -119,14 +178,29 @@ class NeuralCollapseRegularizer(nn.Module):
         blended = torch.where(self.seen.unsqueeze(1), m * self.ema + (1 - m) * means, means)
         return torch.where(present.unsqueeze(1), blended, self.ema), present | self.seen
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        centers, usable = self.centers(features, labels)
+    def forward(self, features: torch.Tensor, targets: torch.Tensor | SampleClasses) -> dict[str, torch.Tensor]:
+        """The terms of the global batch (the same values on every worker). `targets`: the labels,
+        or a SampleClasses for mixed samples."""
+        if not isinstance(targets, SampleClasses):
+            targets = SampleClasses.hard(targets)
+        weights = targets.weights.to(features.dtype)
+        counts = torch.zeros(self.num_classes, dtype=features.dtype, device=features.device)
+        counts = self.workers.sum_(counts.index_add(0, targets.labels, weights))
+        centers, usable = self.centers(features, targets, counts)
         zero = features.new_zeros(())
-        return {
-            "loss_within": within_class_loss(features, labels, centers) if self.config.lambda_within else zero,
-            "loss_between": between_class_loss(centers[usable], self.config.temperature) if self.config.lambda_between else zero,
-            "loss_center": center_loss(features, labels, centers) if self.config.lambda_center else zero,
-        }
+        terms = {"loss_within": zero, "loss_between": zero, "loss_center": zero}
+        c = self.config
+        if c.lambda_within or c.lambda_center:
+            squared = (features[targets.rows] - centers[targets.labels]).pow(2).sum(dim=1) * weights
+            if c.lambda_within:
+                per_class = self.workers(features.new_zeros(self.num_classes).index_add(0, targets.labels, squared))
+                present = counts > 0
+                terms["loss_within"] = (per_class[present] / counts[present]).sum() / self.num_classes
+            if c.lambda_center:
+                terms["loss_center"] = 0.5 * self.workers(squared.sum()) / counts.sum()
+        if c.lambda_between:
+            terms["loss_between"] = between_class_loss(centers[usable], c.temperature)
+        return terms
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.config
@@ -136,29 +210,24 @@ class NeuralCollapseRegularizer(nn.Module):
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
 
-    def step(self, world_size: int) -> None:
-        """After backward: step learnable centres (gradient averaged across workers, scaled by
-        1 / (lambda_W + lambda_center)), or fold all workers' batch means into the EMA."""
+    def step(self) -> None:
+        """After backward: step learnable centres (gradient summed over the workers and divided by
+        their number, then scaled by 1 / (lambda_W + lambda_center)), or fold the global batch's class
+        means into the EMA (the same on every worker)."""
         if self.learnable is not None:
             grad = self.learnable.centers.grad
             if grad is None:
                 return
-            if world_size > 1:
-                dist.all_reduce(grad)
-                grad.div_(world_size)
+            self.workers.sum_(grad).div_(self.workers.world_size)
             self.learnable.scale_gradient(self.config.lambda_within + self.config.lambda_center)
             self.optimizer.step()
             return
         if self.config.centers == "ema" and self._pending is not None:
             sums, counts = self._pending
-            if world_size > 1:
-                dist.all_reduce(sums)
-                dist.all_reduce(counts)
             present = counts > 0
-            means = sums / counts.clamp_min(1).unsqueeze(1)
+            means = sums / counts.clamp_min(torch.finfo(counts.dtype).tiny).unsqueeze(1)
             m = self.config.ema_momentum
             update = torch.where(self.seen.unsqueeze(1), m * self.ema + (1 - m) * means, means)
             self.ema.copy_(torch.where(present.unsqueeze(1), update, self.ema))
             self.seen |= present
         self._pending = None
-

@@ -5,6 +5,11 @@ that is still running or was cut short (unfinished trials are listed, not averag
 are the trials' searched parameters without the training seed; over seeds a configuration is shown
 as mean ± std (ncstudy.tables). Writes, under RESULTS/NAME (or RESULTS/report-NAME1-NAME2 for
 several studies): report.md, tables/*.md|tex|csv and figures/*.png.
+
+A study with strata (search.strata, e.g. one search per imbalance ratio) also gets the best
+configuration per stratum, chosen by the search's metric and mode within the stratum (table
+`best_by_stratum`), the best value of each searched numeric parameter against the stratum's value
+(figures/best_by_stratum.png) and the Optuna figures of each stratum's own Optuna study.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import numpy as np
 import pandas as pd
 
 from ncstudy.checkpoint_files import COLLAPSE_FILE
-from ncstudy.config import StudyConfig, check_study_name, load_study
+from ncstudy.config import Choice, Grid, IntRange, LogUniform, StudyConfig, Uniform, check_study_name, load_study
 from ncstudy.errors import StudyError
 from ncstudy.metrics import frequency_groups
-from ncstudy.figures import accuracy_vs_count, angle_heatmap, metric_curves, norm_bars, optuna_figures
+from ncstudy.figures import accuracy_vs_count, angle_heatmap, best_by_stratum, metric_curves, norm_bars, optuna_figures
 from ncstudy.results import read_experiment, write_text
-from ncstudy.tables import ablation_table, nc_table, paired_differences, shot_table, to_markdown, write_tables
+from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
+from ncstudy.tables import (
+    Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown, write_tables,
+)  # fmt: skip
 
 SEED = "param.train.seed"
 RATIO = "param.data.imbalance.ratio"
@@ -47,6 +55,19 @@ class StudyResults:
     def by(self) -> list[str]:
         """The configuration columns: searched parameters except the training seed."""
         return [c for c in self.trials.columns if c.startswith("param.") and c != SEED]
+
+    @property
+    def strata(self) -> list[str]:
+        """The columns of the study's strata (search.strata); empty without strata."""
+        return strata_columns(self.config)
+
+    def best_by_stratum(self) -> Table | None:
+        """The best configuration per stratum (ncstudy.tables.best_per_stratum), if the study has strata."""
+        finished = self.finished
+        if not self.strata or finished.empty or any(c not in finished for c in self.strata):
+            return None
+        search = self.config.search
+        return best_per_stratum(finished, self.strata, self.by, search.metric, higher_is_better=search.mode == "max")
 
 
 def load_results(results: Path, name: str) -> StudyResults:
@@ -112,6 +133,9 @@ def study_tables(study: StudyResults, baseline: str | None) -> dict:
         "nc": nc_table(finished, by),
         "nc_groups": nc_table(finished, by, columns=GROUP_NC),
     }
+    best_by_stratum = study.best_by_stratum()
+    if best_by_stratum is not None:
+        tables["best_by_stratum"] = best_by_stratum
     if baseline:
         try:
             tables["differences"] = paired_differences(finished, by, _baseline(baseline), seed_column=SEED)
@@ -159,16 +183,61 @@ def study_figures(study: StudyResults, folder: Path) -> list[Path]:
         groups = frequency_groups(arrays["train_counts"].tolist(), study.config.data.shot_split)
         written.append(angle_heatmap(arrays["angles_deg"], folder / "angles_best.png", f"trial {best['trial_id']}: angles between class means"))
         written.append(norm_bars(arrays["mean_norms"], groups, folder / "norms_best.png"))
+    figure = _best_by_stratum_figure(study, folder)
+    if figure is not None:
+        written.append(figure)
     optuna_db = study.folder / "optuna.db"
     if optuna_db.exists():
         import optuna
 
-        try:
-            optuna_study = optuna.load_study(study_name=study.name, storage=f"sqlite:///{optuna_db.resolve()}")
-            written += optuna_figures(optuna_study, folder)
-        except KeyError:  # no Optuna study of that name (a grid study)
-            pass
+        suffixes = [f"_{stratum_slug(s)}" for s in strata(study.config)] if study.strata else [""]
+        for name, suffix in zip(optuna_study_names(study.config), suffixes):  # one Optuna study per stratum
+            try:
+                optuna_study = optuna.load_study(study_name=name, storage=f"sqlite:///{optuna_db.resolve()}")
+            except KeyError:  # no Optuna study of that name (a grid study)
+                continue
+            written += optuna_figures(optuna_study, folder, suffix)
     return written
+
+
+def numeric_parameters(config: StudyConfig) -> dict[str, tuple[bool, float, float]]:
+    """{trial column: (logarithmic, low, high)} of the searched parameters that take numbers: ranges,
+    and choices whose values are numbers (or null, e.g. the hard-min temperature); log for loguniform."""
+    found = {}
+    for key, param in config.search.space.items():
+        if isinstance(param, (LogUniform, Uniform, IntRange)):
+            found[f"param.{key}"] = (isinstance(param, LogUniform), param.low, param.high)
+        elif isinstance(param, (Choice, Grid)):
+            numbers = [v for v in param.values if v is not None]
+            if numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+                found[f"param.{key}"] = (False, min(numbers), max(numbers))
+    return found
+
+
+def _best_by_stratum_figure(study: StudyResults, folder: Path) -> Path | None:
+    """figures/best_by_stratum.png: per searched numeric parameter, its value in the best configuration
+    of each stratum against the stratum's value (the first strata key on x, a line per combination
+    of the others)."""
+    table = study.best_by_stratum()
+    if table is None:
+        return None
+    best = table.numbers
+    parameters = {c: spec for c, spec in numeric_parameters(study.config).items() if c in best}
+    if not parameters:
+        return None
+    x_column, *others = study.strata
+    groups = list(best.groupby(others, dropna=False, sort=False)) if others else [((), best)]
+    panels = {}
+    for column in parameters:
+        lines = {}
+        for key, rows in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{c.rsplit('.', 1)[-1]}={_value_text(v)}" for c, v in zip(others, key))
+            lines[label] = (rows[x_column].tolist(), rows[column].tolist())
+        panels[column.removeprefix("param.")] = lines
+    log_y = [c.removeprefix("param.") for c, (log, _, _) in parameters.items() if log]
+    ranges = {c.removeprefix("param."): (low, high) for c, (_, low, high) in parameters.items()}
+    return best_by_stratum(panels, x_column.removeprefix("param."), folder / "best_by_stratum.png", log_y, ranges)
 
 
 def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("md", "latex", "csv"), baseline: str | None = None) -> Path:
@@ -205,6 +274,16 @@ def _study_section(study: StudyResults, tables: dict) -> str:
         "gives its class count; `-` marks an empty group; bold is the best per column."
     )
     lines += _not_in_tables(everything, study.config.train.epochs + study.config.train.crt_epochs)
+    if "best_by_stratum" in tables:
+        keys = ", ".join(f"`{key}`" for key in search.strata)
+        searched = ("every combination of the grid" if search.algorithm == "grid" else
+                    f"its own sampler and Optuna study, its own budget of {search.num_samples} configurations")  # fmt: skip
+        lines += ["", "### Best configuration per stratum", "",
+                  f"Each stratum ({keys}) was searched on its own: {searched}. A row is the configuration with the best mean "
+                  f"`{search.metric}` ({search.mode}) within its stratum, never across strata; `(val)` is that "
+                  "objective, the accuracy columns are on the test set (mean ± std over seeds). "
+                  "`figures/best_by_stratum.png` plots the best values against the stratum.",
+                  "", to_markdown(tables["best_by_stratum"])]  # fmt: skip
     if "shot" in tables:
         lines += ["", "### Head / medium / tail accuracy", "", to_markdown(tables["shot"])]
         lines += ["### Neural collapse (training features, final epoch)", "", to_markdown(tables["nc"])]

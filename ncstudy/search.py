@@ -10,11 +10,18 @@ searcher (seeded Optuna sampler, or Tune's grid), training seeds, and the ASHA s
   is one more grid axis; for Optuna, `SeedRepeater` hands each suggested configuration out once per
   seed and tells the sampler the mean of the objective over the seeds, so TPE models the
   configuration, not one seed's luck.
+- strata: `search.strata` splits the study into independent searches, one per combination of the
+  strata's values (e.g. per imbalance ratio): an objective compared across ratios would only learn
+  which ratio is easier, while a researcher wants the best weights *per* ratio. `StratifiedSearch`
+  holds one searcher per stratum (its own sampler seeded `search.seed + index`, its own Optuna study
+  `NAME[key=value]` in the same storage, its own budget of `num_samples` configurations) and adds
+  the stratum's values to each suggestion; for grid the strata are more grid axes.
 - ASHA (Li et al., MLSys 2020) as Tune's AsyncHyperBandScheduler on the epoch count.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import statistics
 import tempfile
@@ -29,12 +36,13 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from ncstudy.config import IntRange, LogUniform, SpaceParam, StudyConfig, Uniform, get_dotted
+from ncstudy.strata import optuna_study_names, strata
 
 SEED_KEY = "train.seed"
 
 
 def planned_trials(study: StudyConfig) -> int:
-    """How many trials the study runs: configurations x seeds."""
+    """How many trials the study runs: configurations x strata x seeds (num_samples is per stratum)."""
     search = study.search
     if search.algorithm == "grid":
         combinations = 1
@@ -43,7 +51,7 @@ def planned_trials(study: StudyConfig) -> int:
         configurations = combinations * max(len(search.variants), 1)
     else:
         configurations = search.num_samples
-    return configurations * len(search.seed_list)
+    return configurations * math.prod(len(values) for values in search.strata.values()) * len(search.seed_list)
 
 
 def _suggest(trial: optuna.Trial, key: str, param: SpaceParam) -> Any:
@@ -61,12 +69,13 @@ class OptunaSpace:
     the base config, on the variant's bundle, or on parameters suggested before this one. A class,
     not a closure, because Tune pickles the searcher with its experiment state."""
 
-    def __init__(self, study: StudyConfig):
+    def __init__(self, study: StudyConfig, stratum: dict[str, Any] | None = None):
         self.base = study.model_dump(mode="json")
         self.search = study.search
+        self.stratum = dict(stratum or {})  # fixed for this searcher; `when` conditions may name it
 
     def __call__(self, trial: optuna.Trial) -> None:
-        chosen: dict[str, Any] = {}
+        chosen: dict[str, Any] = dict(self.stratum)
         if self.search.variants:
             chosen.update(self.search.variants[trial.suggest_categorical("variant", list(self.search.variants))])
         for key, param in self.search.space.items():
@@ -75,15 +84,17 @@ class OptunaSpace:
             chosen[key] = _suggest(trial, key, param)
 
 
-def build_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The study's seeded Optuna sampler (also what benchmarks/search_efficiency.py compares)."""
+def build_sampler(study: StudyConfig, stratum_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's seeded Optuna sampler (also what benchmarks/search_efficiency.py compares); the
+    sampler of stratum i is seeded search.seed + i, so each stratum draws its own sequence."""
     search = study.search
+    seed = search.seed + stratum_index
     name = "random" if search.algorithm == "random" else search.sampler
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=search.seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.tpe_startup_trials)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.tpe_startup_trials)
 
 
 def name_objective(optuna_study: optuna.Study | None, metric: str) -> None:
@@ -174,31 +185,117 @@ class SeedRepeater(Searcher):
             self.inner.restore(str(inner_file))
 
 
+class StratifiedSearch(Searcher):
+    """One independent searcher per stratum (search.strata), each with its own budget of `budget`
+    trials. A suggestion goes to the stratum that has handed out the fewest trials (the first on a
+    tie: round-robin), carries the stratum's values, and its results go back to the searcher that
+    suggested it, so each stratum's sampler models its own trials only. Tune pickles this searcher
+    with its experiment and saves its state (`save`), so `resume` continues every stratum where it
+    stopped."""
+
+    def __init__(self, strata: list[dict[str, Any]], searchers: list[Searcher], budget: int, metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        if len(strata) != len(searchers):
+            raise ValueError("StratifiedSearch needs one searcher per stratum")
+        self.strata, self.searchers, self.budget = [dict(s) for s in strata], list(searchers), budget
+        self.suggested = [0] * len(strata)  # trials handed out per stratum
+        self.completed = [0] * len(strata)  # trials ended per stratum
+        self.exhausted = [False] * len(strata)  # its searcher said FINISHED
+        self.stratum_of: dict[str, int] = {}  # trial id -> stratum index
+
+    def _open(self) -> list[int]:
+        """Strata that may still suggest, fewest trials first."""
+        indices = [i for i in range(len(self.strata)) if self.suggested[i] < self.budget and not self.exhausted[i]]
+        return sorted(indices, key=lambda i: (self.suggested[i], i))
+
+    def suggest(self, trial_id: str) -> dict | None:
+        for index in self._open():
+            config = self.searchers[index].suggest(trial_id)
+            if config == Searcher.FINISHED:
+                self.exhausted[index] = True
+                continue
+            if config is None:  # this stratum waits (e.g. for its seeds' results); another may not
+                continue
+            self.suggested[index] += 1
+            self.stratum_of[trial_id] = index
+            return {**self.strata[index], **config}
+        return None if self._open() else Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        index = self.stratum_of.get(trial_id)
+        if index is not None:
+            self.searchers[index].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        index = self.stratum_of.pop(trial_id, None)
+        if index is None:  # unknown, or told twice (a trial re-run after a resume): the stratum has it
+            return
+        self.completed[index] += 1
+        self.searchers[index].on_trial_complete(trial_id, result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        inner = []
+        with tempfile.TemporaryDirectory() as folder:
+            for index, searcher in enumerate(self.searchers):
+                file = Path(folder) / f"stratum_{index}.pkl"
+                searcher.save(str(file))
+                inner.append(file.read_bytes())
+        state = {k: v for k, v in self.__dict__.items() if k != "searchers"}
+        Path(checkpoint_path).write_bytes(pickle.dumps((state, inner)))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state, inner = pickle.loads(Path(checkpoint_path).read_bytes())
+        if len(inner) != len(self.searchers):
+            raise ValueError(f"{checkpoint_path}: saved with {len(inner)} strata, this study has {len(self.searchers)}")
+        self.__dict__.update(state)
+        with tempfile.TemporaryDirectory() as folder:
+            for index, (searcher, data) in enumerate(zip(self.searchers, inner)):
+                file = Path(folder) / f"stratum_{index}.pkl"
+                file.write_bytes(data)
+                searcher.restore(str(file))
+
+
+def _optuna_searcher(study: StudyConfig, optuna_storage: str, stratum: dict[str, Any], index: int, name: str) -> Searcher:
+    """The Optuna searcher of one stratum (the whole study without strata), repeated per seed."""
+    search = study.search
+    searcher: Searcher = ResumableOptunaSearch(
+        space=OptunaSpace(study, stratum),
+        sampler=build_sampler(study, index),
+        study_name=name,
+        storage=optuna.storages.RDBStorage(optuna_storage),
+        metric=search.metric,
+        mode=search.mode,
+    )
+    if search.seeds:
+        searcher = SeedRepeater(searcher, search.seeds, search.metric, search.mode)
+    return searcher
+
+
 def searcher_and_space(study: StudyConfig, optuna_storage: str) -> tuple[Searcher | None, dict[str, Any], int]:
     """(search algorithm or None for Tune's grid/variant generator, Tune param space, Tune num_samples)."""
     search = study.search
     seeds = search.seeds
+    stratum_axes = {key: tune.grid_search(list(values)) for key, values in search.strata.items()}
     if search.algorithm == "grid":
-        space: dict[str, Any] = {key: tune.grid_search(list(p.values)) for key, p in search.space.items()}
+        space: dict[str, Any] = {**stratum_axes, **{key: tune.grid_search(list(p.values)) for key, p in search.space.items()}}
         if search.variants:
             space["variant"] = tune.grid_search(list(search.variants))
         if seeds:
             space[SEED_KEY] = tune.grid_search(list(seeds))
         return None, space, 1
-    if not search.space and not search.variants:
-        space = {SEED_KEY: tune.grid_search(list(seeds))} if seeds else {}
+    if not search.space and not search.variants:  # nothing to sample: num_samples repeats of each stratum x seed
+        space = {**stratum_axes, **({SEED_KEY: tune.grid_search(list(seeds))} if seeds else {})}
         return None, space, search.num_samples
-    optuna_search = ResumableOptunaSearch(
-        space=OptunaSpace(study),
-        sampler=build_sampler(study),
-        study_name=study.name,
-        storage=optuna.storages.RDBStorage(optuna_storage),
-        metric=search.metric,
-        mode=search.mode,
-    )
-    if seeds:
-        return SeedRepeater(optuna_search, seeds, search.metric, search.mode), {}, search.num_samples * len(seeds)
-    return optuna_search, {}, search.num_samples
+    per_stratum = search.num_samples * len(search.seed_list)
+    if not search.strata:
+        return _optuna_searcher(study, optuna_storage, {}, 0, study.name), {}, per_stratum
+    all_strata = strata(study)
+    searchers = [
+        _optuna_searcher(study, optuna_storage, stratum, index, name)
+        for index, (stratum, name) in enumerate(zip(all_strata, optuna_study_names(study)))
+    ]
+    stratified = StratifiedSearch(all_strata, searchers, per_stratum, search.metric, search.mode)
+    return stratified, {}, per_stratum * len(all_strata)
 
 
 def scheduler(study: StudyConfig) -> AsyncHyperBandScheduler | None:

@@ -26,6 +26,7 @@ from ncstudy.progress import StudyProgress
 from ncstudy.report import build_report
 from ncstudy.results import ReportLog, read_experiment, write_parquet, write_text
 from ncstudy.search import planned_trials, scheduler, searcher_and_space
+from ncstudy.strata import optuna_study_names
 from ncstudy.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
     write_tracking,
@@ -80,12 +81,14 @@ def build_tuner(
 
 def preflight(study: StudyConfig) -> Source:
     """Load the data set and cut the splits for the base config and for every data value the space
-    can produce, so a ratio that empties a class fails here, before anything is written."""
+    or the strata can produce, so a ratio that empties a class fails here, before anything is written."""
     source = load_source(study.data)
     build_data(study.data, source)
-    for key, param in study.search.space.items():
+    candidates = {key: space_candidates(param) for key, param in study.search.space.items()}
+    candidates.update({key: list(values) for key, values in study.search.strata.items()})
+    for key, values in candidates.items():
         if key.startswith("data."):
-            for value in space_candidates(param):
+            for value in values:
                 trial_data = with_params(study, {key: value}).data
                 build_data(trial_data, source if source_key(trial_data) == source_key(study.data) else None)
     return source
@@ -296,9 +299,10 @@ def _close_orphaned_optuna_trials(study: StudyConfig, paths: StudyPaths) -> None
     study (optuna-dashboard, the report's Optuna figures) holds only trials that ended."""
     if not (paths.folder / "optuna.db").exists():
         return
-    try:
-        optuna_study = optuna.load_study(study_name=study.name, storage=paths.optuna_storage)
-    except KeyError:  # no Optuna study of that name (a grid study)
-        return
-    for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for name in optuna_study_names(study):  # the study's, or one per stratum
+        try:
+            optuna_study = optuna.load_study(study_name=name, storage=paths.optuna_storage)
+        except KeyError:  # no Optuna study of that name (a grid study)
+            continue
+        for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

@@ -6,6 +6,8 @@ differences against a baseline, neural-collapse metrics; each rendered as Markdo
   classes and features, not for seeds.) A NaN (an empty group) is left out of its own column only.
 - Head/medium/tail columns follow the many/medium/few-shot convention of Liu et al. (CVPR 2019,
   OLTR): accuracy in percent, best per column in bold, an empty group shown as a dash (never 0).
+- Best per stratum (search.strata): the best configuration within each stratum, chosen by the
+  search's own metric and mode, so a ratio's row never competes with another ratio's.
 - The ablation layout is Table 7 of Liu et al., "Inducing Neural Collapse in Deep Long-tailed
   Learning" (AISTATS 2023): a row per method variant, a column per data set x imbalance ratio.
 - Differences against a baseline pair the trials by seed (the same seed draws the same subset and
@@ -198,6 +200,32 @@ def nc_table(trials: pd.DataFrame, by: list[str], columns: Sequence[str] = NC_CO
     shown, _ = _mean_std_columns(numbers, {c: HEADERS.get(c, c) for c in present}, mark_best=False)
     display = pd.DataFrame({**_label_columns(numbers, by), **shown, "n": [str(n) for n in numbers["n"]]})
     return Table(numbers, display, len(by))
+
+
+def _stratum_order(values: Sequence[Any]) -> tuple:
+    """Strata in ascending order of their values (numbers before text, a missing value first)."""
+    return tuple((not _missing(v), isinstance(v, str), v if not _missing(v) else 0) for v in values)
+
+
+def best_per_stratum(
+    trials: pd.DataFrame, strata: list[str], by: list[str], metric: str, higher_is_better: bool = True
+) -> Table:
+    """The best configuration of each stratum (search.strata: independent searches, e.g. one per
+    imbalance ratio): a row per stratum, in ascending order of its values; the configuration (the
+    columns of `by` that are not strata) with the best mean `metric` over its trials within that
+    stratum, never across strata; its values, `metric` (validation, the objective) and the test
+    All / Many / Medium / Few as mean ± std over its trials (seeds), n trials."""
+    searched = [c for c in by if c not in strata]
+    columns = list(dict.fromkeys([metric, *ACCURACY_COLUMNS]))
+    numbers = aggregate(trials, [*strata, *searched], columns)
+    ranked = numbers.sort_values(f"{metric}_mean", ascending=not higher_is_better, na_position="last", kind="stable")
+    best = ranked.groupby(strata, dropna=False, sort=False).head(1)
+    order = sorted(range(len(best)), key=lambda i: _stratum_order(best[strata].iloc[i].tolist()))
+    numbers = best.iloc[order].reset_index(drop=True)
+    headers = {metric: f"{metric} (val)", **{c: _group_header(trials, c) for c in ACCURACY_COLUMNS}}
+    shown, _ = _mean_std_columns(numbers, headers, mark_best=False)
+    display = pd.DataFrame({**_label_columns(numbers, [*strata, *searched]), **shown, "n": [str(n) for n in numbers["n"]]})
+    return Table(numbers, display, len(strata) + len(searched))
 
 
 def _combine(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, study_column: str) -> pd.DataFrame:

@@ -38,28 +38,36 @@ from ncstudy.evaluation import evaluate_split, prefixed
 from ncstudy.figures import angle_heatmap, nc_curves, norm_bars
 from ncstudy.models import build_model
 from ncstudy.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
-from ncstudy.regularizers import NeuralCollapseRegularizer
+from ncstudy.regularizers import ONE_WORKER, NeuralCollapseRegularizer, SampleClasses, WorkerSum
 
 
 
-def regularizer_active(epoch: int, config: RegularizerConfig) -> bool:
-    """No regularizer at all before start_epoch (GUIDE.md: the released code's frozen pull is a bug)."""
-    weights = (config.lambda_within, config.lambda_between, config.lambda_center)
-    return epoch >= config.start_epoch and any(w > 0 for w in weights)
+def regularizer_phase(epoch: int, config: RegularizerConfig) -> str:
+    """`on` from start_epoch; before it `off` (no regularizer at all, docs/design.md) or, with
+    `before_start: frozen_centres`, `frozen`: the released code's behaviour, where L_W (and the centre
+    loss) pull the features towards the initial centres, which do not move yet (Pepper-lll/NCfeature,
+    train.py passes no centre optimizer before `start_ft`, engine.py still adds the terms)."""
+    if not any(w > 0 for w in (config.lambda_within, config.lambda_between, config.lambda_center)):
+        return "off"
+    if epoch >= config.start_epoch:
+        return "on"
+    return "frozen" if config.before_start == "frozen_centres" else "off"
 
 
 class TrialState:
     """Model, regularizer, loss and optimizers of one worker, with checkpoint save and restore."""
 
-    def __init__(self, config: StudyConfig, data: StudyData, device: torch.device):
+    def __init__(self, config: StudyConfig, data: StudyData, device: torch.device, workers: WorkerSum = ONE_WORKER):
         torch.manual_seed(config.train.seed)
         self.config = config
         self.model = build_model(config.model, data.in_channels, data.num_classes).to(device)
         if device.type == "cuda" and config.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if workers.world_size > 1 and config.model.sync_batchnorm and device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state-dict keys
         generator = torch.Generator().manual_seed(config.train.seed + 1)
         self.regularizer = NeuralCollapseRegularizer(
-            config.regularizer, data.num_classes, self.model.feature_dim, generator
+            config.regularizer, data.num_classes, self.model.feature_dim, generator, workers
         ).to(device)
         self.loss = build_loss(
             config.loss.name,
@@ -141,14 +149,59 @@ def supervised_loss(loss: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
     return mix.lam * loss(logits, labels) + (1 - mix.lam) * loss(logits, mix.labels_b(labels))
 
 
+def sample_classes(labels: torch.Tensor, mix: Mix | None, mixup_labels: str) -> SampleClasses:
+    """The classes the regularizers count each sample for: its label; for a mixed sample the larger
+    share's label (`dominant`) or both labels weighted by lambda and 1 - lambda (`both`)."""
+    if mix is None:
+        return SampleClasses.hard(labels)
+    if mixup_labels == "both":
+        return SampleClasses.mixed(labels, mix.labels_b(labels), mix.lam)
+    return SampleClasses.hard(mix.dominant(labels))
+
+
+def training_step(
+    model: nn.Module, state: TrialState, images: torch.Tensor, labels: torch.Tensor, mix: Mix | None,
+    phase: str, bf16: bool,
+) -> list[torch.Tensor]:  # fmt: skip
+    """One optimisation step: the base loss (this worker's mean; DDP averages the gradients), plus
+    the regularizer terms of the global batch when `phase` is not `off`; the centres move only `on`.
+    Returns [loss, loss_sup, loss_within, loss_between, loss_center], detached."""
+    config = state.config
+    device = images.device
+    if mix is not None:
+        images = mix.images(images)
+    if device.type == "cuda" and config.model.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(bf16, device):
+        logits, features = model(images)
+    logits, features = logits.float(), features.float()
+    loss_sup = supervised_loss(state.loss, logits, labels, mix)
+    loss = loss_sup
+    zero = loss_sup.new_zeros(())
+    terms = {"loss_within": zero, "loss_between": zero, "loss_center": zero}
+    if phase != "off":
+        terms = state.regularizer(features, sample_classes(labels, mix, config.regularizer.mixup_labels))
+        loss = loss + state.regularizer.weighted(terms)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.regularizer.zero_grad()
+    loss.backward()
+    if config.train.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+    state.optimizer.step()
+    if phase == "on":
+        state.regularizer.step()
+    return [v.detach() for v in (loss, loss_sup, terms["loss_within"], terms["loss_between"], terms["loss_center"])]
+
+
 def train_epoch(
     epoch: int, config: StudyConfig, model: nn.Module, state: TrialState, train: DeviceSplit, data: StudyData,
     rank: int, world_size: int,
 ) -> dict[str, float]:  # fmt: skip
-    """One main-stage pass over this worker's shard; returns the mean loss terms (this worker's)."""
+    """One main-stage pass over this worker's shard; returns the mean loss terms of the global
+    batches (the regularizer terms are global already; the base loss is averaged over the workers)."""
     device = train.labels.device
     bf16 = use_bf16(config.train, device)
-    use_regularizer = regularizer_active(epoch, config.regularizer)
+    phase = regularizer_phase(epoch, config.regularizer)
     lr = learning_rate(epoch, config.train)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
@@ -163,32 +216,14 @@ def train_epoch(
     batches = train.train_batches(order, config.train.batch_size, rank, world_size, config.train.seed, epoch, data.augment)
     for number, images, labels in batches:
         mix = draw_mix(config.train.mixup_alpha, len(labels), config.train.seed, epoch, number * world_size + rank, device)
-        if mix is not None:
-            images = mix.images(images)
-        if device.type == "cuda" and config.model.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(bf16, device):
-            logits, features = model(images)
-        logits, features = logits.float(), features.float()
-        loss_sup = supervised_loss(state.loss, logits, labels, mix)
-        loss = loss_sup
-        zero = loss_sup.new_zeros(())
-        terms = {"loss_within": zero, "loss_between": zero, "loss_center": zero}
-        if use_regularizer:
-            terms = state.regularizer(features, labels if mix is None else mix.dominant(labels))
-            loss = loss + state.regularizer.weighted(terms)
-        state.optimizer.zero_grad(set_to_none=True)
-        state.regularizer.zero_grad()
-        loss.backward()
-        if config.train.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-        state.optimizer.step()
-        if use_regularizer:
-            state.regularizer.step(world_size)
-        values = [loss, loss_sup, terms["loss_within"], terms["loss_between"], terms["loss_center"]]
-        totals += torch.stack([v.detach().float() for v in values]).double().cpu()
+        values = training_step(model, state, images, labels, mix, phase, bf16)
+        totals += torch.stack([v.float() for v in values]).double().cpu()
         seen += 1
-    return {"lr": lr, **dict(zip(names, (totals / max(seen, 1)).tolist()))}
+    means = totals / max(seen, 1)
+    if world_size > 1:
+        dist.all_reduce(means)
+        means /= world_size
+    return {"lr": lr, **dict(zip(names, means.tolist()))}
 
 
 def crt_epoch(
@@ -237,7 +272,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     data = build_data(config.data, ray.get(source_ref[0]) if source_ref else None)
     train, val, test = device_splits(data, config.data, device)
 
-    state = TrialState(config, data, device)
+    state = TrialState(config, data, device, WorkerSum(world_size))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         state.restore(checkpoint)
@@ -250,6 +285,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "worker_nodes": ",".join(worker_nodes(world_size)),
     }
     static.update({f"classes_{name}": len(members) for name, members in data.groups.items()})
+    if data.counts_note:  # training counts below the profile's: validation images held out of its share
+        static["counts_note"] = data.counts_note
     total_epochs = config.train.epochs + config.train.crt_epochs
     for earlier in state.reports if checkpoint is not None else []:
         # Restored: say every epoch up to the checkpoint again. An interrupted driver may have stopped

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-CIFAR_PARQUET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+DATA_ENV = "NCSTUDY_DATA"  # the data root (ncstudy.data_root); CI points it at its data folder (.ci/run)
+
+
+def cifar_parquet_folder() -> Path | None:
+    """The CIFAR-10 Parquet tables under $NCSTUDY_DATA (in cifar10-jpeg/ or the root itself), or None."""
+    root = os.environ.get(DATA_ENV)
+    if not root:
+        return None
+    for folder in (Path(root) / "cifar10-jpeg", Path(root)):
+        if (folder / "train.parquet").is_file() and (folder / "test.parquet").is_file():
+            return folder.resolve()
+    return None
+
 
 # Fail fast instead of hanging when a worker group cannot be scheduled.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
@@ -35,6 +47,8 @@ def ray_session():
 @pytest.fixture(scope="session")
 def cifar_parquet(tmp_path_factory):
     """(folder of the real CIFAR-10 Parquet tables, a decode cache shared by the session); skip if absent."""
-    if not (CIFAR_PARQUET / "train.parquet").exists():
-        pytest.skip(f"CIFAR-10 Parquet tables not found at {CIFAR_PARQUET}")
-    return CIFAR_PARQUET, tmp_path_factory.mktemp("decoded")
+    folder = cifar_parquet_folder()
+    if folder is None:
+        where = os.environ.get(DATA_ENV)
+        pytest.skip(f"CIFAR-10 Parquet tables not found under ${DATA_ENV} ({where})" if where else f"${DATA_ENV} is not set")
+    return folder, tmp_path_factory.mktemp("decoded")

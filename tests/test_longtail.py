@@ -56,10 +56,12 @@ def test_selection_is_exact_disjoint_and_seeded():
     assert other.fingerprint() != split.fingerprint()
 
 
-def test_selection_refuses_a_pool_that_is_too_small_and_shortens_val_of_used_up_classes():
+def test_selection_keeps_validation_images_of_used_up_classes_and_refuses_a_pool_too_small():
+    labels = np.repeat(np.arange(2), [10, 3])
+    with pytest.raises(ValueError, match="class 1 has 3 pool images"):
+        select_long_tailed(labels, [9, 2], val_per_class=3, seed=0)
     labels = np.repeat(np.arange(2), 10)
-    with pytest.raises(ValueError, match="class 0"):
-        select_long_tailed(labels, [11, 2], val_per_class=3, seed=0)
     split = select_long_tailed(labels, [9, 2], val_per_class=3, seed=0)
-    assert np.bincount(labels[split.val], minlength=2).tolist() == [1, 3]
+    assert np.bincount(labels[split.train], minlength=2).tolist() == [7, 2]  # 10 - 3 validation images
+    assert np.bincount(labels[split.val], minlength=2).tolist() == [3, 3]
     assert not set(split.train) & set(split.val)

@@ -90,10 +90,12 @@ def test_real_cifar10_lt_from_the_shared_parquet(cifar_parquet):
     root, cache_dir = cifar_parquet
     config = DataConfig(dataset="parquet", root=str(root), cache_dir=str(cache_dir), imbalance={"ratio": 100})
     data = build_data(config)
-    assert data.train_counts == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    # at n_max 5,000 the head class keeps 20 of its pool for validation: every class is validated
+    assert data.profile_counts == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert data.train_counts == [4980, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert data.counts_note == "airplane 4980 of 5000"
     assert np.bincount(data.train.labels).tolist() == data.train_counts
-    # the head class is used up at n_max 5,000: validation comes only from unused pool images
-    assert np.bincount(data.val.labels, minlength=10).tolist() == [0] + [20] * 9
+    assert np.bincount(data.val.labels, minlength=10).tolist() == [20] * 10
     assert not set(data.train.index) & set(data.val.index)
     assert len(data.test) == 10_000 and data.train.classes[0] == "airplane"
     assert data.augment is True

@@ -1,11 +1,13 @@
 """Assemble a study's data: source -> long-tailed training subset + validation + test, and groups.
 
-The long-tailed subset is the benchmark's exact profile (`class_counts`, n_max = the smallest class's
+The long-tailed subset follows the benchmark's profile (`class_counts`, n_max = the smallest class's
 pool by default: 5,000 for CIFAR-10, 500 for CIFAR-100). Validation images are drawn from the pool
-images the subset did not use (GUIDE.md, "Outputs"), so the objective never touches the test set and
-never sees a training image; a class whose pool the subset used up entirely (CIFAR-10-LT's head class
-at n_max 5,000) gets fewer or no validation images, which `describe` and the trial report show. Set
-`data.imbalance.n_max` lower to keep every class in validation.
+images the subset did not use (docs/design.md, "Outputs"), so the objective never touches the test set
+and never sees a training image. Every class has `val_per_class` validation images, so the objective
+sees every class: where the subset would use a class's whole pool (CIFAR-10-LT's head class at n_max
+5,000), that class trains on its pool minus the validation images (4,980), a deviation from the
+benchmark's exact counts that `StudyData.deviations` records and `data describe`, the trial (its
+`counts_note`) and the report state. Set `data.imbalance.n_max` lower to keep the exact profile.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ncstudy.config import DataConfig
 from ncstudy.data.cache import default_cache_dir
 from ncstudy.data.filelist import FileList, StreamingImages, read_list
 from ncstudy.data.loader import TensorImages, channel_stats
-from ncstudy.data.longtail import class_counts, select_long_tailed
+from ncstudy.data.longtail import class_counts, held_out_counts, select_long_tailed
 from ncstudy.data.sources import (
     LabelledImages,
     Source,
@@ -28,6 +30,7 @@ from ncstudy.data.sources import (
     load_digits_source,
     load_parquet_source,
 )
+from ncstudy.data_root import DATA_PATH_KEYS, data_root_hint, resolved_data_paths
 from ncstudy.errors import StudyError
 from ncstudy.metrics import frequency_groups
 
@@ -41,6 +44,16 @@ class StudyData:
     groups: dict[str, list[int]]
     augment: bool
     fingerprint: str  # hash of the selected train/val indices
+    profile_counts: list[int] | None = None  # the benchmark profile's counts, where they differ from train_counts
+
+    @property
+    def counts_note(self) -> str:
+        """The classes whose training count is below the profile's ("" when none), e.g.
+        "airplane 4980 of 5000": their validation images came out of the profile's share."""
+        if self.profile_counts is None:
+            return ""
+        pairs = zip(self.train_counts, self.profile_counts)
+        return "; ".join(f"{self.train.classes[k]} {n} of {profile}" for k, (n, profile) in enumerate(pairs) if n != profile)
 
     @property
     def num_classes(self) -> int:
@@ -55,27 +68,39 @@ def source_key(config: DataConfig) -> tuple:
     """What determines the source arrays: trials with equal keys can share one decoded copy."""
     if config.dataset == "digits":
         return ("digits", config.test_per_class, config.seed)
+    config = resolved_paths(config)
     if config.dataset == "filelist":
         return ("filelist", config.root, config.train_list, config.val_list, config.test_list)
     return (config.dataset, config.root, config.cache_dir)
 
 
+def resolved_paths(config: DataConfig) -> DataConfig:
+    """`config` with its data paths absolute (ncstudy.data_root). A study loaded from a file has them
+    so already (ncstudy.study_file); this covers a DataConfig built in code."""
+    paths = resolved_data_paths(config.dataset, {key: getattr(config, key) for key in DATA_PATH_KEYS})
+    if all(getattr(config, key) == value for key, value in paths.items()):
+        return config
+    return config.model_copy(update=paths)
+
+
 def load_source(config: DataConfig) -> Source:
+    config = resolved_paths(config)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     if config.dataset == "digits":
         return load_digits_source(config.test_per_class, config.seed)
     if config.dataset == "filelist":
-        root = Path(config.root).expanduser()
+        root = Path(config.root)
         if not root.is_dir():
-            raise StudyError(f"data.root: {root} is not a folder (the image root of the file lists)")
-        train = read_list(root, Path(config.train_list).expanduser())
+            raise StudyError(f"data.root: {root} is not a folder (the image root of the file lists; {data_root_hint()})")
+        train = read_list(root, Path(config.train_list))
         num_classes = len(train.classes)
-        val = read_list(root, Path(config.val_list).expanduser(), num_classes)
-        test = read_list(root, Path(config.test_list).expanduser(), num_classes)
+        val = read_list(root, Path(config.val_list), num_classes)
+        test = read_list(root, Path(config.test_list), num_classes)
         _check_no_training_images(train, {"data.val_list": (config.val_list, val), "data.test_list": (config.test_list, test)})
         return Source(pool=train, test=test, val=val)
     if config.dataset == "parquet":
-        return load_parquet_source(config.root, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
-    return load_cifar_source(config.dataset, config.root, config.download)
+        return load_parquet_source(config.root, cache_dir)
+    return load_cifar_source(config.dataset, config.root, config.download, cache_dir)
 
 
 def _check_no_training_images(train: FileList, lists: dict[str, tuple[str, FileList]]) -> None:
@@ -111,16 +136,21 @@ def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
     )
     if min(counts) < 1:
         raise StudyError(f"data.imbalance.ratio: {config.imbalance.ratio} leaves a class with no images at n_max {n_max}")
+    try:
+        trained = held_out_counts(pool.labels, counts, config.val_per_class)
+    except ValueError as error:
+        raise StudyError(f"data.val_per_class: {config.val_per_class}: {error}") from None
     split = select_long_tailed(pool.labels, counts, config.val_per_class, config.seed)
     augment = config.augment if config.augment is not None else pool.images.shape[1:] == (3, 32, 32)
     return StudyData(
         train=pool.subset(split.train),
         val=pool.subset(split.val),
         test=source.test,
-        train_counts=counts,
-        groups=frequency_groups(counts, config.shot_split),
+        train_counts=trained,
+        groups=frequency_groups(trained, config.shot_split),
         augment=augment,
         fingerprint=split.fingerprint(),
+        profile_counts=counts if trained != counts else None,
     )
 
 

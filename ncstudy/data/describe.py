@@ -49,11 +49,10 @@ def describe_text(data: StudyData, config: DataConfig) -> str:
     )
     lines.append(f"groups: {sizes}")
     lines.append(f"total: train {sum(data.train_counts)}, val {int(val.sum())}, test {int(test.sum())}")
-    short = [data.train.classes[k] for k in range(data.num_classes) if val[k] < config.val_per_class]
-    if short:
+    if data.counts_note:
         lines.append(
-            f"note: {len(short)} class(es) have fewer than {config.val_per_class} validation images because the "
-            f"long-tailed subset used their pool ({', '.join(short[:5])}); lower data.imbalance.n_max to avoid it"
+            f"note: training counts below the {imbalance.profile} profile's, so that every class keeps "
+            f"{config.val_per_class} validation images: {data.counts_note}; set data.imbalance.n_max lower for the exact profile"
         )
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@
 images, the step profile keeps n_max for the first C - round(mu * C) classes and int(n_max / ratio)
 for the rest. Ratio 1 is the balanced set. The selection takes, per class, a seeded random subset of
 the pool (the data seed is separate from the training seed, so the same long-tailed set can be
-trained with many seeds) and draws validation images only from the pool images it left unused.
+trained with many seeds) and draws validation images only from the pool images it left unused; every
+class keeps `val_per_class` of them, even where that leaves it fewer training images than the
+profile asks for (the head class at the benchmark's n_max: `held_out_counts`).
 """
 
 from __future__ import annotations
@@ -63,19 +65,29 @@ class Split:
 def select_long_tailed(
     labels: np.ndarray, counts: list[int], val_per_class: int, seed: int
 ) -> Split:
-    """Pick `counts[k]` training indices of class k from a labelled pool, and up to `val_per_class`
-    validation indices from the pool images the training subset did not draw (fewer where the
-    subset used the class up), so train and val never overlap. Raises ValueError naming the class
-    when the pool holds fewer images than the subset asks for.
+    """Pick `counts[k]` training indices of class k from a labelled pool and `val_per_class`
+    validation indices from the pool images the training subset did not draw, so train and val
+    never overlap and every class has validation images. A class whose pool cannot hold both (the
+    head class of CIFAR-10-LT at n_max 5,000) keeps `val_per_class` images for validation and
+    trains on the rest of its pool: `held_out_counts` gives the resulting training counts. Raises
+    ValueError naming the class when its pool holds no more than `val_per_class` images.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     train_parts, val_parts = [], []
-    for k, n_train in enumerate(counts):
-        pool = np.flatnonzero(labels == k)
-        if n_train > len(pool):
-            raise ValueError(f"class {k} has {len(pool)} pool images, fewer than the {n_train} asked for")
-        order = rng.permutation(pool)
+    for k, n_train in enumerate(held_out_counts(labels, counts, val_per_class)):
+        order = rng.permutation(np.flatnonzero(labels == k))
         train_parts.append(np.sort(order[:n_train]))
         val_parts.append(np.sort(order[n_train : n_train + val_per_class]))
     return Split(train=np.concatenate(train_parts), val=np.concatenate(val_parts))
+
+
+def held_out_counts(labels: np.ndarray, counts: list[int], val_per_class: int) -> list[int]:
+    """The training count of each class once `val_per_class` of its pool images are kept for
+    validation: `counts[k]`, or the pool minus the validation images where the pool is too small."""
+    pool = np.bincount(np.asarray(labels), minlength=len(counts))
+    short = [k for k in range(len(counts)) if pool[k] <= val_per_class]
+    if short:
+        k = short[0]
+        raise ValueError(f"class {k} has {pool[k]} pool images, not more than the {val_per_class} validation images")
+    return [min(int(n), int(pool[k]) - val_per_class) for k, n in enumerate(counts)]

@@ -3,8 +3,11 @@
 - `digits`: scikit-learn's bundled copy of the UCI optical-recognition digits (1,797 real 8x8 images,
   10 classes, pixel values 0..16), no download. It has no official test split, so a balanced test
   set is held out first, by the data seed, before the long-tailed subset is drawn.
-- `cifar10` / `cifar100`: torchvision's CIFAR (Krizhevsky 2009), downloaded when `data.download` is
-  set, else read from `data.root`.
+- `cifar10` / `cifar100`: CIFAR (Krizhevsky 2009) under `data.root` (absolute by now: the data root,
+  ncstudy.data_root, resolved it), in whichever form is there: torchvision's own files
+  (cifar-10-batches-py/, cifar-100-python/), or Parquet image tables (below) in the folder or in
+  NAME-jpeg/ or NAME/; else torchvision downloads it into the folder when `data.download` is set.
+  One study file thus works online, offline with torchvision's files, and offline with the tables.
 - `parquet`: image tables (README, "Data"): `ROOT/train.parquet` and `ROOT/test.parquet` with an
   integer `label` column, an `image` column of encoded bytes (JPEG/PNG), and the class names in the
   schema metadata `classes` (comma-separated); any class count. The training table defines the
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ncstudy.data.cache import cached_arrays
+from ncstudy.data_root import DATA_ENV, data_root_hint
 from ncstudy.errors import StudyError, excerpt
 
 PARQUET_HELP = "expected train.parquet and test.parquet with columns 'label' (integers) and 'image' (JPEG/PNG bytes)"
@@ -224,12 +228,63 @@ def load_parquet_source(root: str | None, cache_dir: Path) -> Source:
     return Source(_labelled(train_images, train_labels, classes, 255.0), _labelled(test_images, test_labels, classes, 255.0))
 
 
-def load_cifar_source(name: str, root: str | None, download: bool) -> Source:
-    """torchvision's CIFAR-10/100 (the real download path for users with internet)."""
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's own format
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+@dataclass(frozen=True)
+class CifarLocation:
+    """Where a CIFAR data set will be read from: `kind` parquet (a folder of train/test.parquet),
+    torchvision (a folder holding cifar-10-batches-py/ or cifar-100-python/), or download (into `folder`)."""
+
+    kind: str
+    folder: Path
+
+
+def locate_cifar(name: str, root: str, download: bool) -> CifarLocation:
+    """Find CIFAR-10/100 under `root` without reading it: torchvision's folder (the original pixels)
+    in ROOT or ROOT/NAME, else Parquet tables in ROOT, ROOT/NAME-jpeg or ROOT/NAME; else a download
+    into ROOT when `download` is set; else a StudyError naming every folder searched and the fix."""
+    base = Path(root).expanduser()
+    tv_folder = CIFAR_FOLDERS[name]
+    torchvision_places = [base, base / name]
+    parquet_places = [base, base / f"{name}-jpeg", base / name]
+    for folder in torchvision_places:
+        if (folder / tv_folder).is_dir():
+            return CifarLocation("torchvision", folder)
+    for folder in parquet_places:
+        if (folder / "train.parquet").is_file() and (folder / "test.parquet").is_file():
+            return CifarLocation("parquet", folder)
+    if download:
+        return CifarLocation("download", base)
+    tables = ", ".join(str(f) for f in parquet_places)
+    pickles = ", ".join(str(f / tv_folder) for f in torchvision_places)
+    raise StudyError(
+        f"data.root: {name} not found: no train.parquet + test.parquet in {tables}, no {pickles} ({data_root_hint()}); "
+        f"fix: export {DATA_ENV}=/path/to/data (the folder holding them) or --set data.download=true (needs internet)"
+    )
+
+
+def load_cifar_source(name: str, root: str, download: bool, cache_dir: Path) -> Source:
+    """CIFAR-10/100 from wherever `locate_cifar` finds it: Parquet tables (checked to hold the data
+    set's class count), torchvision's files, or torchvision's download (the path for users with internet)."""
+    where = locate_cifar(name, root, download)
+    if where.kind != "parquet":
+        return _torchvision_cifar(name, where.folder, download=where.kind == "download")
+    source = load_parquet_source(str(where.folder), cache_dir)
+    if len(source.pool.classes) != CIFAR_CLASSES[name]:
+        raise StudyError(
+            f"{where.folder / 'train.parquet'}: {len(source.pool.classes)} classes, but {name} has {CIFAR_CLASSES[name]}; "
+            f"data.root points at another data set's tables"
+        )
+    return source
+
+
+def _torchvision_cifar(name: str, folder: Path, download: bool) -> Source:
+    """torchvision's CIFAR-10/100 in `folder` (downloaded there first when `download`)."""
     import torchvision
 
     dataset_class = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
-    folder = Path(root or "data").expanduser()
     created = not folder.exists()
     splits = []
     for train in (True, False):
@@ -238,10 +293,11 @@ def load_cifar_source(name: str, root: str | None, download: bool) -> Source:
         except (RuntimeError, OSError) as error:  # not found / corrupted, or a download without network
             if created:
                 shutil.rmtree(folder, ignore_errors=True)  # leave nothing half-written behind
-            if isinstance(error, RuntimeError):
-                hint = "set data.download: true (needs internet)" if not download else "the download failed"
-                raise StudyError(f"data.root: {name} not found under {folder} ({error}); {hint}") from None
-            raise StudyError(f"data.download: could not download {name} into {folder}: {error}") from None
+            if isinstance(error, RuntimeError) and not download:
+                raise StudyError(f"data.root: {name} in {folder} is unreadable ({error})") from None
+            raise StudyError(
+                f"data.download: could not download {name} into {folder}: {textwrap.shorten(str(error), 120)}"
+            ) from None
         images = np.ascontiguousarray(np.asarray(dataset.data).transpose(0, 3, 1, 2))
         splits.append(_labelled(images, np.asarray(dataset.targets), tuple(dataset.classes), 255.0))
     return Source(*splits)

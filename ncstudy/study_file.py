@@ -1,0 +1,215 @@
+"""Reading a study file: YAML text -> base files merged -> `--set` overrides -> the schema -> data paths.
+
+The schema lives in ncstudy.config; this module turns a file into a validated StudyConfig.
+
+Base files. A study file may name, at its top level, `base: PATH` (or a list of paths, applied in
+order), each relative to the file that names it. A base is read the same way (it may have its own
+`base`: chains are allowed, cycles are refused with the chain named), and the file is merged on top:
+
+- mappings merge key by key, recursively; lists and single values replace the base's;
+- `null` is a value like any other (it sets the setting to null: the hard-min temperature, n_max
+  None, ...), except inside the mappings whose keys are the user's own, `search.space`,
+  `search.variants` and `search.strata`: there an entry replaces the base's entry whole (a
+  loguniform range over a choice would otherwise mix both), and `null` deletes the base's entry
+  (`search: {space: {data.imbalance.ratio: null}}` stops searching the ratio); `search.space: null`
+  deletes them all.
+
+The recipes under studies/recipes/ (the paper's text, the released code, LDAM-DRW) are such bases.
+`--set` overrides apply after merging, and the resolved config (the one `validate` prints and
+study.yaml records) has no `base` key. Bad input is refused with one line naming the file and key,
+exit status 2 (GUIDE.md, "Conventions"): text that is not UTF-8, duplicate keys, malformed YAML, a
+base that is missing or not a mapping, a cycle of bases, an override naming no setting.
+
+Data paths. After validation, `data.root` and the file lists are made absolute against the data
+root ($NCSTUDY_DATA, else ./data; ncstudy.data_root), so every Ray worker gets the paths the driver
+resolved.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ncstudy.config import StudyConfig, _describe, _section_model, set_dotted, validate_space
+from ncstudy.data_root import DATA_PATH_KEYS, resolved_data_paths
+from ncstudy.errors import StudyError, excerpt
+
+BASE_KEY = "base"
+# Mappings whose keys are the user's own: an entry replaces the base's whole, and null deletes it.
+USER_KEYED = (("search", "space"), ("search", "variants"), ("search", "strata"))
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the safe loader refuses it itself
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {excerpt(key)}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read_study_text(path: Path, what: str = "study file") -> str:
+    """The file's text; a folder, a missing or unreadable file, or bytes that are not UTF-8 are refused."""
+    if path.is_dir():
+        raise StudyError(f"{path}: a folder, not a {what}")
+    if not path.is_file():
+        raise StudyError(f"{path}: {what} not found")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise StudyError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{path}: not UTF-8 text (byte {error.start}); a {what} is YAML text") from None
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    try:
+        return yaml.load(text, Loader=_StudyLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        raise StudyError(f"{path}:{where} malformed YAML: {error.problem or error.context}") from None
+    except yaml.reader.ReaderError as error:
+        raise StudyError(f"{path}: not YAML text ({error.reason}, character {error.position})") from None
+    except RecursionError:
+        raise StudyError(f"{path}: malformed YAML: nested too deeply") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=v` -> ("a.b", v) with v read as YAML (so 0.1, null, [1, 2] and true keep their types)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise StudyError(f"--set {excerpt(text)}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _check_override_key(key: str) -> None:
+    """An override must name a section or setting of the schema; below a mapping of the user's own
+    keys (search.space, search.variants) any key goes, and validation judges the result."""
+    model: type[BaseModel] = StudyConfig
+    parts = key.split(".")
+    for position, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            close = difflib.get_close_matches(part, list(model.model_fields), n=1)
+            hint = f"; did you mean {'.'.join([*parts[:position], close[0]])}?" if close else ""
+            raise StudyError(f"--set {key}: no such setting{hint}")
+        section = _section_model(field.annotation)
+        if section is None:
+            if position < len(parts) - 1 and get_origin(field.annotation) is not dict:
+                raise StudyError(f"--set {key}: {'.'.join(parts[: position + 1])} is a setting, not a section")
+            return
+        model = section
+
+
+def merge(base: dict, over: dict, at: tuple[str, ...] = ()) -> dict:
+    """`over` deep-merged onto `base` (neither is changed): the rules of the module docstring."""
+    merged = dict(base)
+    for key, value in over.items():
+        here = (*at, key)
+        if at in USER_KEYED:  # an entry of the user's own mapping: replaced whole, or deleted by null
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        elif here in USER_KEYED and value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value, here)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _base_paths(value: Any, path: Path) -> list[Path]:
+    """The files a `base` value names, relative to the file `path` that names them."""
+    names = value if isinstance(value, list) else [value]
+    if not names or not all(isinstance(name, str) and name.strip() for name in names):
+        raise StudyError(f"{path}: base: expected a file path or a list of file paths, got {excerpt(value)}")
+    return [path.parent / Path(name).expanduser() for name in names]
+
+
+def read_study_tree(path: str | Path) -> tuple[dict, list[Path]]:
+    """The file's settings with its base files merged in, and the base files used (in the order
+    they were applied); nothing is validated against the schema yet."""
+    return _read_tree(Path(path), ())
+
+
+def _read_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, list[Path]]:
+    kind = "base file" if chain else "study file"
+    if not chain:
+        text = _read_study_text(path)
+    else:
+        if not path.exists():
+            raise StudyError(f"{chain[-1]}: base: {path} not found (a base path is relative to the file that names it)")
+        text = _read_study_text(path, kind)
+    raw = _parse_yaml(text, path)
+    if raw is None:
+        raise StudyError(f"{path}: the file is empty; a {kind} is a mapping of sections (name, data, model, ...)")
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a {kind} must be a mapping of sections (name, data, model, ...)")
+    if BASE_KEY not in raw:
+        return raw, []
+    names = raw.pop(BASE_KEY)
+    identity = path.resolve()
+    merged: dict = {}
+    used: list[Path] = []
+    for base in _base_paths(names, path):
+        if base.resolve() in (*(p.resolve() for p in chain), identity):
+            cycle = " -> ".join(str(p) for p in (*chain, path, base))
+            raise StudyError(f"{path}: base: the base files form a cycle ({cycle})")
+        tree, below = _read_tree(base, (*chain, path))
+        merged = merge(merged, tree)
+        used += [*below, base]
+    return merge(merged, raw), list(dict.fromkeys(used))
+
+
+def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[StudyConfig, list[Path]]:
+    """The validated study of `path` (bases merged, overrides applied, data paths resolved) and the
+    base files it used; every failure is a one-line StudyError."""
+    path = Path(path)
+    raw, bases = read_study_tree(path)
+    for text in overrides:
+        key, value = parse_override(text)
+        _check_override_key(key)
+        set_dotted(raw, key, value)
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise StudyError(f"{path}: {_describe(exc)}") from None
+    validate_space(study, source=str(path))
+    return with_resolved_data_paths(study), bases
+
+
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read, merge, override and validate a study file; every failure is a one-line StudyError."""
+    return load_study_file(path, overrides)[0]
+
+
+def with_resolved_data_paths(study: StudyConfig) -> StudyConfig:
+    """The study with its data paths absolute (ncstudy.data_root); unchanged when they already are."""
+    data = study.data
+    paths = resolved_data_paths(data.dataset, {key: getattr(data, key) for key in DATA_PATH_KEYS})
+    if all(getattr(data, key) == value for key, value in paths.items()):
+        return study
+    return study.model_copy(update={"data": data.model_copy(update=paths)})

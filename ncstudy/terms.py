@@ -1,0 +1,92 @@
+"""Which terms of a trial's loss act, and from when: the refusal of settings that make a term inert,
+and the compact recipe a report row states (docs/design.md, "Every row means what its name says").
+
+A setting that leaves a term without any effect would let a table row train something other than its
+name says, without an error. `refuse_inert_terms` raises ValueError (a one-line validation error that
+names the keys and the fix) for:
+
+- L_B on learnable centres with lambda_W = lambda_center = 0: L_B moves only the centres, nothing ties
+  them to the features, so the network receives no gradient from it (the "+ L_B" row would train
+  the base loss alone). EMA or batch centres are class means of the features and carry L_B's
+  gradient into the network.
+- a regularizer weight whose start epoch is not before the last epoch, and DRW whose epoch is not;
+- a temperature with lambda_B = 0 (the soft-min is never computed);
+- LDAM on a cosine head with a scale: LDAM scales the logits by its own s (Cao et al., NeurIPS 2019,
+  pair it with an unscaled normalized head), so the logits would be scaled twice;
+- `before_start: frozen_centres` without learnable centres (only those can be frozen).
+
+The study is read by attribute only (a StudyConfig), so this module imports nothing of the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LOSS_NAMES = {"ce": "CE", "focal": "focal", "ldam": "LDAM", "logit_adjusted": "LA", "balanced_softmax": "BS",
+              "dot_regression": "DR"}  # fmt: skip
+
+
+def refuse_inert_terms(study: Any) -> None:
+    """Raise ValueError naming the keys when a setting makes a loss term inert (module docstring)."""
+    r, train, loss, model = study.regularizer, study.train, study.loss, study.model
+    weighted = r.lambda_within > 0 or r.lambda_between > 0 or r.lambda_center > 0
+    if r.centers == "learnable" and r.lambda_between > 0 and r.lambda_within == 0 and r.lambda_center == 0:
+        raise ValueError(
+            "regularizer: lambda_between > 0 with centers learnable and lambda_within = lambda_center = 0 trains "
+            "the base loss alone (L_B then moves only the centres, no gradient reaches the network); set "
+            "regularizer.centers: ema (class means of the features), or give lambda_within a weight"
+        )
+    if weighted and r.start_epoch >= train.epochs and r.before_start == "none":
+        raise ValueError(
+            f"regularizer.start_epoch: {r.start_epoch} is not before the last epoch (train.epochs {train.epochs}), "
+            "so the regularizer never acts; lower start_epoch (0-based) or set its weights to 0"
+        )
+    if r.temperature is not None and r.lambda_between == 0:
+        raise ValueError(
+            f"regularizer.temperature: {r.temperature} has no effect with lambda_between 0; set it to null"
+        )
+    if r.before_start == "frozen_centres" and r.centers != "learnable":
+        raise ValueError(
+            f"regularizer.before_start: frozen_centres needs centers learnable (centers {r.centers} are class means)"
+        )
+    if loss.reweight == "drw" and loss.drw_epoch >= train.epochs:
+        raise ValueError(
+            f"loss.drw_epoch: {loss.drw_epoch} is not before the last epoch (train.epochs {train.epochs}), so DRW "
+            "never switches on; lower drw_epoch (0-based) or set loss.reweight: none"
+        )
+    if loss.name == "ldam" and model.head == "cosine" and model.head_scale != 1:
+        raise ValueError(
+            f"loss.name ldam scales the logits by loss.ldam_scale ({loss.ldam_scale:g}) and model.head cosine "
+            f"already scales them by model.head_scale ({model.head_scale:g}); set model.head_scale: 1"
+        )
+
+
+def recipe_label(study: Any) -> str:
+    """The active terms of one trial with their weights and start epochs, e.g.
+    `CE, DRW@160 + L_W 0.01 + L_B 0.1 (T 0.5) @0, learnable centres`. Epochs are the config's 0-based
+    values (`start_epoch`, `drw_epoch`), written `@e`."""
+    r, train, loss = study.regularizer, study.train, study.loss
+    base = LOSS_NAMES.get(loss.name, loss.name)
+    if loss.name == "logit_adjusted":
+        base += f" (tau {loss.tau:g})"
+    if loss.reweight == "drw":
+        base += f", DRW@{loss.drw_epoch}"
+    elif loss.reweight == "class_balanced":
+        base += ", CB"
+    parts = [base]
+    if r.lambda_within > 0:
+        parts.append(f"L_W {r.lambda_within:.3g}")
+    if r.lambda_between > 0:
+        parts.append(f"L_B {r.lambda_between:.3g}" + (f" (T {r.temperature:g})" if r.temperature is not None else ""))
+    if r.lambda_center > 0:
+        parts.append(f"centre loss {r.lambda_center:.3g}")
+    text = " + ".join(parts)
+    if len(parts) > 1:
+        text += f" @{r.start_epoch}, {r.centers} centres"
+        if r.before_start == "frozen_centres" and r.start_epoch > 0:
+            text += ", frozen pull before"
+    if train.mixup_alpha > 0:
+        text += f"; mixup {train.mixup_alpha:g}"
+    if train.crt_epochs:
+        text += f"; cRT {train.crt_epochs}"
+    return text
