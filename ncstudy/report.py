@@ -21,15 +21,19 @@ import numpy as np
 import pandas as pd
 
 from ncstudy.checkpoint_files import COLLAPSE_FILE
-from ncstudy.config import Choice, Grid, IntRange, LogUniform, StudyConfig, Uniform, check_study_name, load_study
+from ncstudy.config import (
+    Choice, Grid, IntRange, LogUniform, StudyConfig, Uniform, check_study_name, load_study, with_params,
+)  # fmt: skip
 from ncstudy.errors import StudyError
 from ncstudy.metrics import frequency_groups
 from ncstudy.figures import accuracy_vs_count, angle_heatmap, best_by_stratum, metric_curves, norm_bars, optuna_figures
 from ncstudy.results import read_experiment, write_text
 from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
 from ncstudy.tables import (
-    Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown, write_tables,
+    Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown, with_recipes,
+    write_tables,
 )  # fmt: skip
+from ncstudy.terms import recipe_label
 
 SEED = "param.train.seed"
 RATIO = "param.data.imbalance.ratio"
@@ -124,12 +128,26 @@ def _baseline(text: str) -> dict:
     return {k.strip(): pd.to_numeric(v.strip(), errors="ignore") for k, v in pairs.items()}
 
 
+def recipe_of(config: StudyConfig, row: pd.Series) -> str:
+    """The recipe (ncstudy.terms.recipe_label) of the configuration a row of `param.*` values names."""
+    params = {c.removeprefix("param."): v for c, v in row.items() if c.startswith("param.") and c != SEED}
+    try:
+        return recipe_label(with_params(config, params))
+    except (ValueError, KeyError):  # a variant or value this study.yaml no longer has
+        return "?"
+
+
+def _recipes(config: StudyConfig, table: Table) -> list[str]:
+    return [recipe_of(config, row) for _, row in table.numbers.iloc[:, : table.labels].iterrows()]
+
+
 def study_tables(study: StudyResults, baseline: str | None) -> dict:
     finished, by = study.finished, study.by
     if finished.empty:
         return {}
+    shot = shot_table(finished, by, sort_by=study.config.search.metric)
     tables = {
-        "shot": shot_table(finished, by, sort_by=study.config.search.metric),
+        "shot": with_recipes(shot, _recipes(study.config, shot)),
         "nc": nc_table(finished, by),
         "nc_groups": nc_table(finished, by, columns=GROUP_NC),
     }
@@ -252,7 +270,9 @@ def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("m
         sections.append(_study_section(study, own))
     variant_studies = {s.name: s.finished for s in studies if VARIANT in s.finished}
     if variant_studies:
-        tables["ablation"] = ablation_table(variant_studies, variant_column=VARIANT, ratio_column=RATIO)
+        ablation = ablation_table(variant_studies, variant_column=VARIANT, ratio_column=RATIO)
+        config = next(s.config for s in studies if VARIANT in s.finished)
+        tables["ablation"] = with_recipes(ablation, _recipes(config, ablation))
         sections.append("## Ablation (test accuracy, all classes, mean ± std over seeds)\n\n" + to_markdown(tables["ablation"]))
     write_tables(tables, out / "tables", formats)
     figures = [f for study in studies for f in study_figures(study, out / "figures" / (study.name if len(studies) > 1 else ""))]
@@ -271,8 +291,14 @@ def _study_section(study: StudyResults, tables: dict) -> str:
         f"{len(finished)} trials finished of {len(everything)} started. Objective: `{search.metric}` ({search.mode}) on "
         "the validation split; the accuracy columns are on the test set, in percent, mean ± std over seeds where a "
         "configuration ran with several; a group's accuracy is the mean of its classes' accuracies and its header "
-        "gives its class count; `-` marks an empty group; bold is the best per column."
+        "gives its class count; `-` marks an empty group; bold is the best per column. `recipe` says what a row "
+        "trained: the base loss and the epoch DRW starts (`DRW@e`), each active term with its weight, the epoch "
+        "the terms start (`@e`; epochs here are the config's 0-based indices) and the centres."
     )
+    notes = finished["counts_note"].dropna().unique() if "counts_note" in finished else []
+    if len(notes):
+        lines += ["", f"Training counts below the imbalance profile's, so that every class keeps "
+                  f"{study.config.data.val_per_class} validation images: {'; '.join(map(str, notes))}."]  # fmt: skip
     lines += _not_in_tables(everything, study.config.train.epochs + study.config.train.crt_epochs)
     if "best_by_stratum" in tables:
         keys = ", ".join(f"`{key}`" for key in search.strata)

@@ -63,6 +63,15 @@ class Table:
     marked: frozenset[tuple[int, str]] = frozenset()
 
 
+def with_recipes(table: Table, recipes: Sequence[str]) -> Table:
+    """`table` with a `recipe` label column (what each row trained: ncstudy.terms.recipe_label) after
+    its label columns, in the CSV numbers and in the shown table."""
+    numbers, display = table.numbers.copy(), table.display.copy()
+    numbers.insert(table.labels, "recipe", list(recipes))
+    display.insert(table.labels, "recipe", list(recipes))
+    return Table(numbers, display, table.labels + 1, table.marked)
+
+
 # ---------------------------------------------------------------------------------------- numbers
 
 
