@@ -8,7 +8,7 @@ are dotted paths into this schema (`regularizer.lambda_within`), and every value
 is validated like the file, so a bad range fails before Ray starts. Defaults follow the paper's
 CIFAR-10-LT row (Liu et al., AISTATS 2023, Table 1) where one applies.
 
-Bad input is refused here with one line naming the file and key (GUIDE.md, "Conventions"): text that
+Bad input is refused here with one line naming the file and key (README, "The command line"): text that
 is not UTF-8, duplicate keys, non-finite numbers, overrides naming no setting, search values Optuna
 cannot store, and conditions (`when`) that name no setting or can never hold.
 """

@@ -26,7 +26,7 @@ from ncstudy.progress import StudyProgress
 from ncstudy.report import build_report
 from ncstudy.results import ReportLog, read_experiment, write_parquet, write_text
 from ncstudy.search import planned_trials, scheduler, searcher_and_space
-from ncstudy.strata import optuna_study_names
+from ncstudy.strata import optuna_study_names, strata, stratum_slug
 from ncstudy.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
     write_tracking,
@@ -256,7 +256,13 @@ def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent
     write_parquet(done, paths.folder / "trials.parquet")
     write_parquet(epochs, paths.folder / "epochs.parquet")
     build_report([study.name], paths.results)
-    tracker.log_best(parent_run_id, trials, study.search.metric, study.search.mode)
+    for stratum in strata(study):  # one best per stratum; the one empty stratum without strata
+        rows = trials
+        for key, value in stratum.items():
+            column = rows[f"param.{key}"] if f"param.{key}" in rows else None
+            rows = rows.iloc[:0] if column is None else rows[column.isna() if value is None else column == value]
+        prefix = f"{stratum_slug(stratum)}/" if stratum else ""
+        tracker.log_best(parent_run_id, rows, study.search.metric, study.search.mode, prefix)
     tracker.log_artifacts(
         parent_run_id,
         [paths.folder / "report.md", paths.folder / "trials.parquet", paths.folder / "epochs.parquet",

@@ -17,7 +17,7 @@ order), each relative to the file that names it. A base is read the same way (it
 The recipes under studies/recipes/ (the paper's text, the released code, LDAM-DRW) are such bases.
 `--set` overrides apply after merging, and the resolved config (the one `validate` prints and
 study.yaml records) has no `base` key. Bad input is refused with one line naming the file and key,
-exit status 2 (GUIDE.md, "Conventions"): text that is not UTF-8, duplicate keys, malformed YAML, a
+exit status 2 (README, "The command line"): text that is not UTF-8, duplicate keys, malformed YAML, a
 base that is missing or not a mapping, a cycle of bases, an override naming no setting.
 
 Data paths. After validation, `data.root` and the file lists are made absolute against the data

@@ -275,23 +275,25 @@ class StudyTracker:
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
-    def log_best(self, parent_run_id: str, trials: pd.DataFrame, metric: str, mode: str) -> None:
+    def log_best(self, parent_run_id: str, trials: pd.DataFrame, metric: str, mode: str, prefix: str = "") -> None:
         """On the study's run, the best finished trial of `trials` (ncstudy.results.read_experiment's
         table) by `metric` and `mode`: metrics `best_<metric>` and its test `best_acc_all/many/medium/few`,
         and tags `best.trial_id`, `best.run_id` (with an `mlflow_run_id` column) and `best.<key>` per
         searched parameter. Tags, not params: a resumed study that ends with a better trial logs
-        again, and MLflow refuses to change a param. Nothing is logged without a finished trial."""
+        again, and MLflow refuses to change a param. Nothing is logged without a finished trial.
+        A stratified study logs each stratum's best under its own `prefix` (`ratio=10/`), never one
+        best across strata (ncstudy.search.StratifiedSearch compares trials within a stratum only)."""
         best = best_trial(trials, metric, mode)
         if best is None:
             return
-        metrics = {f"best_{column}": best.get(column) for column in (metric, *BEST_ACCURACIES)}
-        tags = {"best.trial_id": best["trial_id"]}
+        metrics = {f"{prefix}best_{column}": best.get(column) for column in (metric, *BEST_ACCURACIES)}
+        tags = {f"{prefix}best.trial_id": best["trial_id"]}
         if not _missing(best.get("mlflow_run_id")):
-            tags["best.run_id"] = best["mlflow_run_id"]
+            tags[f"{prefix}best.run_id"] = best["mlflow_run_id"]
         for column in best.index:
             if column.startswith("param."):
                 value = best[column]
-                tags[f"best.{column.removeprefix('param.')}"] = "none" if _missing(value) else value
+                tags[f"{prefix}best.{column.removeprefix('param.')}"] = "none" if _missing(value) else value
         self.client.log_batch(parent_run_id, metrics=_metrics(metrics, step=0), tags=_tags(tags))
 
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:

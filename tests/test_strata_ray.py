@@ -42,6 +42,13 @@ def test_a_stratified_study_runs_its_budget_per_stratum_and_reports_the_best_of_
     by_run = trials.set_index("mlflow_run_id")["param.data.imbalance.ratio"]
     for run_id, ratio in by_run.items():
         assert float(client.get_run(run_id).data.params["data.imbalance.ratio"]) == ratio
+    # the study's run: one best per stratum, never one across strata
+    parent = client.get_run(client.get_run(by_run.index[0]).data.tags["mlflow.parentRunId"]).data
+    for ratio in (10, 50):
+        mine = trials[trials["param.data.imbalance.ratio"] == ratio]
+        assert parent.metrics[f"ratio_{ratio}/best_val_acc_all"] == mine["val_acc_all"].max()
+        assert parent.tags[f"ratio_{ratio}/best.trial_id"] in set(mine["trial_id"])
+    assert "best_val_acc_all" not in parent.metrics
     # the report: the best configuration per stratum, chosen within the stratum, and its figure
     report = (folder / "report.md").read_text()
     section = report[report.index("### Best configuration per stratum") :]
