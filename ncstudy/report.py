@@ -41,6 +41,9 @@ VARIANT = "param.variant"
 GROUP_NC = ["nc1_many", "nc1_medium", "nc1_few", "min_angle_many_deg", "min_angle_medium_deg", "min_angle_few_deg",
             "min_angle_many_few_deg"]  # fmt: skip
 MOST_CURVES = 6
+# the NC metrics whose paired differences a --baseline report gives: the mechanism of L_W (NC1) and
+# of L_B (the smallest angle, overall and between a head and a tail class)
+COLLAPSE_DIFFERENCES = ["nc1", "nc1_many", "nc1_few", "min_angle_deg", "min_angle_many_few_deg"]
 
 
 @dataclass
@@ -157,6 +160,9 @@ def study_tables(study: StudyResults, baseline: str | None) -> dict:
     if baseline:
         try:
             tables["differences"] = paired_differences(finished, by, _baseline(baseline), seed_column=SEED)
+            collapse = [c for c in COLLAPSE_DIFFERENCES if c in finished]
+            if collapse:
+                tables["differences_nc"] = paired_differences(finished, by, _baseline(baseline), SEED, collapse)
         except ValueError as error:
             raise StudyError(f"--baseline {baseline!r}: {error}") from None
     return tables
@@ -317,6 +323,10 @@ def _study_section(study: StudyResults, tables: dict) -> str:
     if "differences" in tables:
         lines += ["### Differences against the baseline (paired by seed, 95% t-interval, percentage points)", "",
                   to_markdown(tables["differences"])]  # fmt: skip
+    if "differences_nc" in tables:
+        lines += ["### Neural-collapse differences against the baseline (paired by seed, 95% t-interval)", "",
+                  "NC1 lower is more collapse; angles in degrees, larger is better separated (training features).",
+                  "", to_markdown(tables["differences_nc"])]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ def describe_text(data: StudyData, config: DataConfig) -> str:
     if config.dataset == "filelist":
         shape = f"the lists define the splits (imbalance {max(data.train_counts) / min(data.train_counts):.0f})"
     else:
-        shape = f"{imbalance.profile} profile, ratio {imbalance.ratio:g}, n_max {max(data.train_counts)}, data seed {config.seed}"
+        shape = f"{imbalance.profile} profile, ratio {imbalance.ratio:g}, n_max {max(data.profile_counts or data.train_counts)}, data seed {config.seed}"
     lines = [
         f"{where}: {shape}, split fingerprint {data.fingerprint}",
         "",
