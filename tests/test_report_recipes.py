@@ -21,11 +21,17 @@ RECIPES = {
 }
 
 
-def test_ablation_and_shot_tables_name_each_rows_recipe(tmp_path):
+def _study_folder(tmp_path: Path):
+    """The CPU ablation's folder as a copied study holds it: study.yaml (trials.parquet: the test's)."""
     study = load_study(ABLATION)
     folder = tmp_path / study.name
     folder.mkdir()
     (folder / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    return study, folder
+
+
+def test_ablation_and_shot_tables_name_each_rows_recipe(tmp_path):
+    study, folder = _study_folder(tmp_path)
     rows = [
         {"trial_id": f"{variant}-{seed}", "status": "finished", "param.variant": variant, "param.train.seed": seed,
          "val_acc_all": 0.5, "acc_all": 0.4 + 0.01 * i, "acc_many": 0.6, "acc_medium": 0.4, "acc_few": 0.2,
@@ -49,10 +55,7 @@ def test_ablation_and_shot_tables_name_each_rows_recipe(tmp_path):
 def test_a_baseline_report_gives_paired_nc_differences(tmp_path):
     """The mechanism of each term, against the baseline, paired by seed: NC1 for L_W, the smallest
     angle (overall and head-tail) for L_B."""
-    study = load_study(ABLATION)
-    folder = tmp_path / study.name
-    folder.mkdir()
-    (folder / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    study, folder = _study_folder(tmp_path)
     rows = [
         {"trial_id": f"{variant}-{seed}", "status": "finished", "param.variant": variant, "param.train.seed": seed,
          "val_acc_all": 0.5, "acc_all": 0.4, "acc_many": 0.6, "acc_medium": 0.4, "acc_few": 0.2, "classes_many": 3,
