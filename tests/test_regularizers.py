@@ -73,3 +73,19 @@ def test_centre_gradient_is_scaled_by_one_over_lambda_within():
     assert torch.allclose(centers.centers.grad, scaled_from / 0.01)
     optimizer = centers.make_optimizer()
     assert optimizer.defaults["lr"] == 0.5 and optimizer.defaults["momentum"] == 0.0
+
+
+def test_the_trial_regularizer_on_one_worker_is_the_public_definition():
+    """NeuralCollapseRegularizer (global-batch sums, weighted labels) reduces to within_class_loss,
+    between_class_loss and center_loss on one worker with hard labels."""
+    from ncstudy.config import RegularizerConfig
+    from ncstudy.regularizers import NeuralCollapseRegularizer, center_loss
+
+    config = RegularizerConfig(lambda_within=0.1, lambda_between=0.2, lambda_center=0.3, temperature=0.5)
+    regularizer = NeuralCollapseRegularizer(config, 5, 3, torch.Generator().manual_seed(0))
+    features, labels = torch.randn(9, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 0, 1, 1, 1, 2, 4, 4, 0])
+    terms = regularizer(features, labels)
+    centers = regularizer.learnable.centers
+    assert terms["loss_within"].item() == pytest.approx(within_class_loss(features, labels, centers).item())
+    assert terms["loss_between"].item() == pytest.approx(between_class_loss(centers, 0.5).item())
+    assert terms["loss_center"].item() == pytest.approx(center_loss(features, labels, centers).item())
