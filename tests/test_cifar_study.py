@@ -16,7 +16,8 @@ def test_two_epoch_cifar_lt_run_reports_many_medium_few(ray_session, cifar_parqu
         "name=cifar_smoke", f"data.root={root}", f"data.cache_dir={cache}", "train.epochs=2",
         "train.warmup_epochs=1", "loss.drw_epoch=1",
         "data.imbalance.n_max=100",             # 100 ... 1 per class: a CPU-sized slice of the same profile
-        "search.num_samples=1", "search.max_concurrent=1", "resources.gpus_per_worker=0",
+        "search.num_samples=1", "search.strata={data.imbalance.ratio: [100]}",  # one trial, one stratum
+        "search.max_concurrent=1", "resources.gpus_per_worker=0",
         "resources.cpus_per_worker=2", "resources.max_failures=0",
     ])  # fmt: skip
     outcome = run_study(study, tmp_path)
