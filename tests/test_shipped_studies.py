@@ -56,8 +56,8 @@ def cifar(root: Path, cache: Path) -> list[str]:
 
 SIZES = {
     "quickstart.yaml": (lambda tmp, parquet: ["search.num_samples=1"], 1),
-    "cifar_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "search.num_samples=1"], 1),
-    "cifar100_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "data.dataset=cifar10", "search.num_samples=1"], 1),
+    "cifar_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "search.num_samples=1"], 3),  # one per stratum (ratio)
+    "cifar100_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "data.dataset=cifar10", "search.num_samples=1"], 3),
     "imagenet_lt.yaml": (lambda tmp, parquet: [*image_lists(tmp), "search.num_samples=1"], 1),
     # the grid's six variants (Table 7), one ratio, one seed
     "ablation_cifar10_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "search.seeds=[0]",
