@@ -330,14 +330,11 @@ class MlflowReportCallback(UserCallback):
         session = {k: v for k, v in strings.items() if k in SESSION_STRINGS}
         client = MlflowClient(tracking_uri=self.uri)
         if self._last_step is None:  # a resumed trial's run may hold epochs already
-            self._last_step = int(client.get_run(self.run_id).data.tags.get("ncstudy.last_epoch", -1))
+            self._last_step = logged_epochs(client, self.run_id)
         repeated = step <= self._last_step  # a restored trial repeats its checkpoint's epoch (ncstudy.train)
         self._last_step = max(self._last_step, step)
         client.log_batch(
-            self.run_id,
-            metrics=[] if repeated else _metrics(values, step),
-            params=_params(new_params),
-            tags=_tags({**session, "ncstudy.last_epoch": self._last_step}),
+            self.run_id, metrics=[] if repeated else _metrics(values, step), params=_params(new_params), tags=_tags(session)
         )
         self._logged_params.update(new_params)
         if self.data is not None and not self._logged_dataset and "data_fingerprint" in values:
@@ -350,6 +347,14 @@ class MlflowReportCallback(UserCallback):
                 if figures.is_dir():  # the final checkpoint: the trial's figures and per-class arrays
                     client.log_artifacts(self.run_id, str(figures), artifact_path="figures")
                     client.log_artifact(self.run_id, str(Path(folder) / COLLAPSE_FILE))
+
+
+def logged_epochs(client: MlflowClient, run_id: str) -> int:
+    """The last epoch whose metrics the run holds (-1 for none), read from the `epoch` metric itself.
+    Not from a tag written with it: MLflow's SQL store commits a batch's metrics and its tags in
+    separate transactions, so a driver killed between them (Ctrl-C) left metrics without the tag,
+    and the resumed trial logged that epoch a second time."""
+    return int(max((metric.step for metric in client.get_metric_history(run_id, "epoch")), default=-1))
 
 
 def run_status(failed: bool) -> str:

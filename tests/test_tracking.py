@@ -10,6 +10,7 @@ from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH,
 from ncstudy.tracking import (
     TRIAL_TAG,
     TRUNCATED,
+    _metrics,
     MlflowReportCallback,
     StudyTracker,
     dataset_name,
@@ -101,6 +102,20 @@ def test_a_resumed_trial_reports_other_worker_nodes_into_the_same_run(tracker, c
     dataset = inputs[0].dataset
     assert (dataset.name, dataset.digest) == ("cifar10-LT r=100", "e7b8c3fdf72b3565")
     assert {tag.key: tag.value for tag in inputs[0].tags} == {"mlflow.data.context": "training"}
+
+
+def test_a_resumed_trial_logs_each_epoch_once_even_when_the_driver_died_between_metrics_and_tags(tracker, config_file):
+    """MLflow's SQL store commits a batch's metrics and tags separately; Ctrl-C between the two once
+    left epoch 2's metrics without any record beside them, and the resumed trial logged epoch 2 twice."""
+    parent = tracker.start_study("killed", {"name": "killed"}, config_file)
+    run_id = tracker.start_trial(parent, "killed", "t0", {})
+    first = MlflowReportCallback(tracker.uri, run_id, DATA)
+    first.after_report(None, [report(1, "node-a")], None)
+    tracker.client.log_batch(run_id, metrics=_metrics(report(2, "node-a"), step=2))  # killed before the tags
+    resumed = MlflowReportCallback(tracker.uri, run_id, DATA)  # restored from epoch 1's checkpoint
+    for epoch in (1, 2, 3):
+        resumed.after_report(None, [report(epoch, "node-b")], None)
+    assert [m.step for m in tracker.client.get_metric_history(run_id, "val_acc_all")] == [1, 2, 3]
 
 
 def test_dataset_names():
