@@ -25,7 +25,7 @@ and first-call (compile) times. Also: GPU memory of one trial (torch.cuda.max_me
 max_memory_reserved over the eager CE + L_W + L_B steps, a validation pass and the NC measurement on
 train and test features, data on the GPU included, plus the CUDA context measured from
 mem_get_info), the number of such trials that fit in the GPU's memory, the time of the validation
-pass and of the NC measurement (ncstudy.evaluation.evaluate_split), the projected wall time of a
+pass and of the NC measurement (ncstudy.engine.evaluation.evaluate_split), the projected wall time of a
 200-epoch trial (200 x (epoch at the measured rate + validation) + 20 NC measurements, the every-10
 default; Ray's per-epoch report and checkpoint not included), and, last and only if time is left,
 the aggregate images/s of 1, 2, 4, ... trial processes sharing the GPU (`--pack`, each the eager
@@ -127,7 +127,7 @@ class Trainer:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, regularized: bool) -> torch.Tensor:
         """train_epoch's step: forward in bf16 autocast, CE (+ L_W + L_B), backward, both SGD steps."""
-        from ncstudy.recipe import autocast
+        from ncstudy.engine.recipe import autocast
 
         if self.mode == "reduce-overhead" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()
@@ -222,8 +222,8 @@ def loader_rate(train, labels, steps: int, device: torch.device) -> float:
 
 def evaluation_times(trainer: Trainer, data, val, train, test, nc: bool = True) -> dict:
     """Seconds of a validation pass and of one NC measurement (train and test features), as the
-    worker runs them (ncstudy.evaluation.evaluate_split, eval batches of 1024)."""
-    from ncstudy.evaluation import evaluate_split
+    worker runs them (ncstudy.engine.evaluation.evaluate_split, eval batches of 1024)."""
+    from ncstudy.engine.evaluation import evaluate_split
 
     bf16 = trainer.cuda
     evaluate_split(trainer.model, val, data, bf16)  # warm-up
@@ -243,7 +243,7 @@ def evaluation_times(trainer: Trainer, data, val, train, test, nc: bool = True) 
 
 def memory_stage(data, splits, device: torch.device, steps: int) -> tuple[Trainer, dict]:
     """Peak GPU memory of one trial: eager CE + L_W + L_B steps, a validation pass, an NC measurement."""
-    from ncstudy.evaluation import evaluate_split
+    from ncstudy.engine.evaluation import evaluate_split
 
     train, val, test = splits
     if device.type != "cuda":

@@ -166,6 +166,11 @@ class TrainConfig(Strict):
     crt_lr: float = Field(0.1, gt=0)
     seed: int = 0
 
+    @property
+    def total_epochs(self) -> int:
+        """Every epoch a trial runs: the main stage, then cRT."""
+        return self.epochs + self.crt_epochs
+
 
 class _Param(Strict):
     when: dict[str, Any] | None = Field(

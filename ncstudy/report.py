@@ -82,7 +82,7 @@ def load_results(results: Path, name: str) -> StudyResults:
     if not (folder / "study.yaml").exists():
         raise StudyError(f"{folder}: no study named {name!r} (expected {folder / 'study.yaml'})")
     config = load_study(folder / "study.yaml")
-    total_epochs = config.train.epochs + config.train.crt_epochs
+    total_epochs = config.train.total_epochs
     trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs)
     if trials.empty and (folder / "trials.parquet").exists():  # a copied study without Ray's folder
         written = pd.read_parquet(folder / "trials.parquet")
@@ -305,7 +305,7 @@ def _study_section(study: StudyResults, tables: dict) -> str:
     if len(notes):
         lines += ["", f"Training counts below the imbalance profile's, so that every class keeps "
                   f"{study.config.data.val_per_class} validation images: {'; '.join(map(str, notes))}."]  # fmt: skip
-    lines += _not_in_tables(everything, study.config.train.epochs + study.config.train.crt_epochs)
+    lines += _not_in_tables(everything, study.config.train.total_epochs)
     if "best_by_stratum" in tables:
         keys = ", ".join(f"`{key}`" for key in search.strata)
         searched = ("every combination of the grid" if search.algorithm == "grid" else

@@ -304,7 +304,7 @@ def scheduler(study: StudyConfig) -> AsyncHyperBandScheduler | None:
         return None
     return AsyncHyperBandScheduler(
         time_attr="epoch",  # completed epochs; a restored trial repeats its checkpoint's report (ncstudy.train)
-        max_t=study.train.epochs + study.train.crt_epochs,
+        max_t=study.train.total_epochs,
         grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor,
     )

@@ -46,7 +46,7 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=fail_fast),
         callbacks=[
             ReportLog(),
-            StudyProgress(planned_trials(study), study.train.epochs + study.train.crt_epochs, study.search.metric),
+            StudyProgress(planned_trials(study), study.train.total_epochs, study.search.metric),
         ],
         verbose=1 if verbose else 0,
     )
@@ -247,7 +247,7 @@ def _fit_and_finish(tuner: tune.Tuner, study: StudyConfig, paths: StudyPaths, tr
 def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str) -> StudyOutcome:
     """Trials' statuses from Tune, their MLflow runs closed to match, the tables, report and best
     configuration, and the state the next driver reads."""
-    trials, epochs = read_experiment(paths.tune_experiment, study.train.epochs + study.train.crt_epochs)
+    trials, epochs = read_experiment(paths.tune_experiment, study.train.total_epochs)
     outcome = _outcome(study, paths, trials, tracker.uri)
     trials = _close_trial_runs(tracker, parent_run_id, trials)
     if not outcome.interrupted:

@@ -34,10 +34,10 @@ from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.data.build import StudyData, build_data, device_splits
 from ncstudy.data.loader import DeviceSplit, epoch_order
 from ncstudy.losses import build_loss, class_balanced_weights, drw_weights
-from ncstudy.evaluation import evaluate_split, prefixed
+from ncstudy.engine.evaluation import evaluate_split, prefixed
 from ncstudy.figures import angle_heatmap, nc_curves, norm_bars
 from ncstudy.models import build_model
-from ncstudy.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
+from ncstudy.engine.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
 from ncstudy.regularizers import ONE_WORKER, NeuralCollapseRegularizer, SampleClasses, WorkerSum
 
 
@@ -287,7 +287,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     static.update({f"classes_{name}": len(members) for name, members in data.groups.items()})
     if data.counts_note:  # training counts below the profile's: validation images held out of its share
         static["counts_note"] = data.counts_note
-    total_epochs = config.train.epochs + config.train.crt_epochs
+    total_epochs = config.train.total_epochs
     for earlier in state.reports if checkpoint is not None else []:
         # Restored: say every epoch up to the checkpoint again. An interrupted driver may have stopped
         # before it took the last reports (the worker saves each checkpoint first, and after a second

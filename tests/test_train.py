@@ -7,7 +7,7 @@ import torch
 from ncstudy.config import StudyConfig
 from ncstudy.data.build import build_data
 from ncstudy.data.loader import TensorImages, channel_stats, epoch_order, shard_batches
-from ncstudy.recipe import learning_rate
+from ncstudy.engine.recipe import learning_rate
 from ncstudy.train import TrialState, crt_epoch, train_epoch
 
 

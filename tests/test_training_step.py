@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
-from ncstudy.recipe import Mix
+from ncstudy.engine.recipe import Mix
 from ncstudy.regularizers import NeuralCollapseRegularizer, SampleClasses
 from ncstudy.train import regularizer_phase, sample_classes, training_step
 

@@ -25,7 +25,7 @@ from ncstudy.data.loader import DeviceSplit
 from ncstudy.metrics import GROUPS, nc4_mismatches
 from ncstudy.models.heads import CosineHead
 from ncstudy.nc_stream import ClassMoments, GroupCollapse, group_collapse
-from ncstudy.recipe import autocast
+from ncstudy.engine.recipe import autocast
 
 ECE_BINS = 15
 EVAL_BATCH = 1024
