@@ -174,7 +174,7 @@ def bare_trial(
 
 class FirstBatches:
     """A DeviceSplit that yields only the first `count` training batches of `split` (and its labels),
-    so a benchmark can time a fixed number of steps through ncstudy.train.train_epoch."""
+    so a benchmark can time a fixed number of steps through ncstudy.engine.step.train_epoch."""
 
     def __init__(self, split: Any, count: int):
         self.split = split

@@ -1,6 +1,6 @@
 """Cost of the neural-collapse regularizers: a training step with CE against CE + L_W + L_B.
 
-Both variants run `ncstudy.train.train_epoch` (the worker's step) on the same ResNet-32, the same
+Both variants run `ncstudy.engine.step.train_epoch` (the worker's step) on the same ResNet-32, the same
 CIFAR-10-LT (r=100) batches of 128 (same epoch order and augmentation seeds) on the CPU; they differ
 only in the regularizer weights: lambda_W = lambda_B = 0 (the regularizer is skipped entirely)
 against the paper's CIFAR-10-LT values lambda_W = 0.01, lambda_B = 0.1 (Liu et al., AISTATS 2023,
@@ -25,7 +25,8 @@ from benchmarks.common import CIFAR_PARQUET, write_result
 from benchmarks.harness import CIFAR_LT, FirstBatches, cifar_overrides, study_from
 from benchmarks.train_step import CE_ONLY, ncstudy_rate
 from ncstudy.data.build import build_data, device_splits
-from ncstudy.train import TrialState, train_epoch
+from ncstudy.engine.state import TrialState
+from ncstudy.engine.step import train_epoch
 
 TARGET = 1.05
 

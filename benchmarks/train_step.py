@@ -4,7 +4,7 @@ Both train the same ResNet-32 (ncstudy.models.resnet_cifar.resnet32, 64-d featur
 (r=100, 12,406 images, from the Parquet tables) with cross-entropy and SGD (lr 0.1, momentum 0.9,
 weight decay 5e-4), batch 128, random crop (pad 4) + horizontal flip + normalization, on the CPU.
 
-- ncstudy: `ncstudy.train.train_epoch` on the tensor-resident `TensorImages` split (batched
+- ncstudy: `ncstudy.engine.step.train_epoch` on the tensor-resident `TensorImages` split (batched
   augmentation by index, no DataLoader), regularizer off (lambda_W = lambda_B = 0), the worker's
   exact step: forward, loss, backward, optimizer step and the per-batch loss bookkeeping.
 - reference: the loop of LDAM-DRW's cifar_train.py (Cao et al., NeurIPS 2019; the code the paper
@@ -37,7 +37,8 @@ from benchmarks.loader import PilCifar
 from ncstudy.data.build import build_data, device_splits
 from ncstudy.data.loader import channel_stats
 from ncstudy.models.resnet_cifar import resnet32
-from ncstudy.train import TrialState, train_epoch
+from ncstudy.engine.state import TrialState
+from ncstudy.engine.step import train_epoch
 
 CE_ONLY = ["loss.reweight=none", "regularizer.lambda_within=0", "regularizer.lambda_between=0"]
 

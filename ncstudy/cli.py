@@ -1,4 +1,4 @@
-"""Command line: run | resume | validate | report | data describe. Thin: parse, call, print.
+"""Command line: run | train | resume | validate | report | data describe. Thin: parse, call, print.
 
 Exit status (README.md, "The command line"): 0 when every planned trial finished; 1 when a trial
 failed (each is listed with its error); 2 for an error a user can cause (a bad study file, an
@@ -35,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--restart", action="store_true", help="replace an existing study of the same name")
     run.add_argument("--fail-fast", action="store_true", help="stop the study at the first failed trial (default: record it and go on)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
+
+    train = commands.add_parser("train", help="train one configuration, without Ray", description="Train the study's base config (with --set overrides) once, in this process: no Ray, no Optuna. Writes RESULTS/<name>/ as a one-trial study (`report` reads it) and one MLflow run.")
+    train.add_argument("study", type=Path, help="the study YAML file")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable; VALUE is read as YAML)")
+    train.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    train.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when one is visible, else cpu")
+    train.add_argument("--no-tracking", dest="tracking", action="store_false", help="no MLflow run (MLflow need not be installed)")
+    train.add_argument("--restart", action="store_true", help="replace an earlier `train` folder of the same name")
 
     resume = commands.add_parser("resume", help="continue an interrupted study", description="Continue an interrupted study to its planned trial count.")
     resume.add_argument("name", help="the study name (a folder under --results)")
@@ -113,6 +121,22 @@ def _run(args: argparse.Namespace) -> int:
     return _print_outcome(run_study(study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast))
 
 
+def _train(args: argparse.Namespace) -> int:
+    from ncstudy.config import load_study
+    from ncstudy.single_run import train_single
+
+    study = load_study(args.study, args.overrides)
+    for name in ("mlflow", "alembic"):  # schema migrations log at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    outcome = train_single(study, args.results, args.device, args.tracking, args.restart)
+    last = outcome.last
+    print(f"test acc_all {100 * last['acc_all']:.1f}  many {100 * last['acc_many']:.1f}  medium {100 * last['acc_medium']:.1f}  few {100 * last['acc_few']:.1f}")
+    print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}, {outcome.folder / 'figures'}/")
+    if outcome.tracking_uri:
+        print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    return 0
+
+
 def _resume(args: argparse.Namespace) -> int:
     from ncstudy.config import check_study_name
     from ncstudy.study import resume_study
@@ -168,7 +192,7 @@ def _shot_table(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     INTERRUPTION.install()
-    handlers = {"run": _run, "resume": _resume, "validate": _validate, "data": _data, "report": _report}
+    handlers = {"run": _run, "train": _train, "resume": _resume, "validate": _validate, "data": _data, "report": _report}
     try:
         return handlers[args.command](args)
     except StudyError as error:

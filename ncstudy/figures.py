@@ -4,6 +4,8 @@
   imbalance the tail classes' means crowd together, "minority collapse", Fang et al., PNAS 2021).
 - `norm_bars`: norms of the centred class means by class, coloured by frequency group (Figure 3).
 - `nc_curves`: NC1, NC2 and the smallest angle over epochs (Papyan, Han & Donoho, PNAS 2020, Fig. 6-7).
+- `trial_figures`: those three for one trial, from its final checkpoint's arrays (drawn by the
+  driver's MLflow callback or `ncstudy train`, never in a training worker).
 - `accuracy_vs_count`: per-class test accuracy against training count (log x), one line per variant.
 - `optuna_figures`: Optuna's optimization history, parameter importances and parallel coordinates.
 - `best_by_stratum`: the best value of each searched parameter against the stratum's value (one
@@ -15,6 +17,7 @@ temporary file beside its path and then renamed, so an interrupted report never 
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ncstudy.atomic import replaced_atomically
+from ncstudy.metrics import GROUPS
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
@@ -112,6 +116,17 @@ def nc_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
         panel.set_xlabel("epoch")
     return _save(figure, path)
 
+
+def trial_figures(collapse_file: Path, folder: Path) -> list[Path]:
+    """The figures of one trial, drawn from the arrays of its final checkpoint
+    (ncstudy.engine.checkpoint: collapse.npz): angles.png, norms.png and nc_curves.png in `folder`."""
+    arrays = np.load(collapse_file)
+    groups = {name: np.flatnonzero(arrays["group_of"] == number).tolist() for number, name in enumerate(GROUPS)}
+    return [
+        angle_heatmap(arrays["angles_deg"], folder / "angles.png"),
+        norm_bars(arrays["mean_norms"], groups, folder / "norms.png"),
+        nc_curves(json.loads(str(arrays["nc_history"])), folder / "nc_curves.png"),
+    ]
 
 def accuracy_vs_count(curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path) -> Path:
     """curves: variant -> (training count per class, test accuracy per class)."""

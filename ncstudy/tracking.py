@@ -2,9 +2,10 @@
 
 MLflow 3 refuses its plain file store, so the local default is sqlite at an absolute path,
 `RESULTS/mlflow.db`, with artifacts beside it in `RESULTS/mlartifacts`. Per-epoch metrics are
-logged by `MlflowReportCallback`, a Ray Train callback that runs in the trial's Train controller and
-sees what rank 0 reported, so each trial is logged once however many workers it has; it also logs
-the figures the final checkpoint carries and the trial's training split as an MLflow dataset input.
+logged by `TrialRunLog`: in a study from ncstudy.trial.MlflowReportCallback, a Ray Train callback
+that runs in the trial's Train controller and sees what rank 0 reported, so each trial is logged
+once however many workers it has; it also logs the figures drawn from the final checkpoint and the
+trial's training split as an MLflow dataset input. This module imports no Ray (`ncstudy train`).
 
 What a researcher compares in the MLflow UI: a trial's run is named by what sets it apart
 (`trial_run_name`: variant, searched values, seed; the Tune trial id stays a tag), the study's run
@@ -22,6 +23,7 @@ import math
 import numbers
 import posixpath
 import re
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -32,9 +34,9 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
-from ray.train.v2.api.callback import UserCallback
 
 from ncstudy.checkpoint_files import COLLAPSE_FILE, FIGURES
+from ncstudy.figures import trial_figures
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -308,11 +310,13 @@ class StudyTracker:
         self.client.set_terminated(run_id, status=status)
 
 
-class MlflowReportCallback(UserCallback):
-    """Logs each report of rank 0 to the trial's child run: numbers as metrics at step=epoch,
-    strings once as params (the data fingerprint) except those of SESSION_STRINGS, which a resumed
-    trial reports with new values and which are tags; with the trial's `data` settings, the first
-    report that carries the split fingerprint also logs the training set as a dataset input."""
+class TrialRunLog:
+    """Logs a trial's reports to its child run: numbers as metrics at step=epoch, strings once as
+    params (the data fingerprint) except those of SESSION_STRINGS, which a resumed trial reports with
+    new values and which are tags; with the trial's `data` settings, the first report that carries the
+    split fingerprint also logs the training set as a dataset input. The final checkpoint's arrays
+    become the trial's figures and collapse.npz artifacts. Used by the Ray Train callback
+    (ncstudy.trial.MlflowReportCallback) and by `ncstudy train`; imports no Ray."""
 
     def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
         self.uri = uri
@@ -322,8 +326,7 @@ class MlflowReportCallback(UserCallback):
         self._logged_dataset = False
         self._last_step: int | None = None  # the last epoch the run holds metrics for
 
-    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        values = metrics[0]
+    def log_report(self, values: Mapping[str, Any]) -> None:
         step = int(values.get("epoch", 0))
         strings = {k: v for k, v in values.items() if isinstance(v, str)}
         new_params = {k: v for k, v in strings.items() if k not in SESSION_STRINGS and k not in self._logged_params}
@@ -341,12 +344,17 @@ class MlflowReportCallback(UserCallback):
             dataset = training_dataset(self.data, values["data_fingerprint"], int(values.get("num_train", 0)))
             client.log_inputs(self.run_id, datasets=[dataset])
             self._logged_dataset = True
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                figures = Path(folder) / FIGURES
-                if figures.is_dir():  # the final checkpoint: the trial's figures and per-class arrays
-                    client.log_artifacts(self.run_id, str(figures), artifact_path="figures")
-                    client.log_artifact(self.run_id, str(Path(folder) / COLLAPSE_FILE))
+
+    def log_final(self, checkpoint_folder: Path) -> None:
+        """The trial's figures (drawn here from collapse.npz) and collapse.npz, when the checkpoint is the final one."""
+        arrays = checkpoint_folder / COLLAPSE_FILE
+        if not arrays.exists():
+            return
+        client = MlflowClient(tracking_uri=self.uri)
+        with tempfile.TemporaryDirectory() as figures:
+            trial_figures(arrays, Path(figures))
+            client.log_artifacts(self.run_id, figures, artifact_path=FIGURES)
+        client.log_artifact(self.run_id, str(arrays))
 
 
 def logged_epochs(client: MlflowClient, run_id: str) -> int:

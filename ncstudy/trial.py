@@ -18,6 +18,8 @@ imports are most of a short trial's fixed cost (benchmarks/ray_overhead.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -27,11 +29,12 @@ from ray.train import RunConfig as TrainRunConfig
 from ray.train import ScalingConfig
 from ray.train._internal.session import _TrainSession, get_session
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ncstudy.config import StudyConfig, with_params
 from ncstudy.data.build import source_key
-from ncstudy.tracking import MlflowReportCallback, StudyTracker, flatten, run_status, trial_run_name
+from ncstudy.tracking import StudyTracker, TrialRunLog, flatten, run_status, trial_run_name
 
 # The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
 # request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
@@ -44,6 +47,20 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from ncstudy.train import train_loop_per_worker
 
     train_loop_per_worker(loop_config)
+
+
+class MlflowReportCallback(UserCallback):
+    """Ray Train callback in the trial's controller: rank 0's reports and final checkpoint go to the
+    trial's MLflow run (ncstudy.tracking.TrialRunLog)."""
+
+    def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
+        self.log = TrialRunLog(uri, run_id, data)
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        self.log.log_report(metrics[0])
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                self.log.log_final(Path(folder))
 
 
 def run_trial(

@@ -127,3 +127,37 @@ def test_report_writes_every_format_and_figure_and_marks_unfinished_trials(finis
     reports.write_text(reports.read_text().splitlines()[0] + "\n")
     report = (build_report(["integration"], copy) / "report.md").read_text()
     assert "1 trials finished of 2 started" in report and f"Unfinished, not in the tables: {reports.stem} (1/2 epochs)" in report
+
+
+def test_ncstudy_train_gives_the_per_epoch_metrics_of_the_single_worker_ray_trial(finished_study, tmp_path):
+    """The same configuration and seed through `ncstudy train` (the engine in one process, no Ray) and
+    through the study's Ray Train trial give the same per-epoch numbers. The trial's worker runs with
+    OMP_NUM_THREADS = its CPUs (Ray sets it), so the subprocess does too: the same thread count makes
+    the same floating-point sums."""
+    import os
+    import subprocess
+    import sys
+
+    study, results, _ = finished_study
+    trials = pd.read_parquet(results / "integration" / "trials.parquet")
+    trial = trials.iloc[0]
+    values = {column.removeprefix("param."): trial[column] for column in trials if column.startswith("param.")}
+    params = [f"{key}={yaml_value(value)}" for key, value in values.items()]
+    overrides = ["name=single", "train.epochs=2", "model.width=8", "metrics.every=1", *params]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, int(study.resources.cpus_per_worker)))}
+    command = [sys.executable, "-m", "ncstudy", "train", str(QUICKSTART), "--no-tracking", "--results", str(tmp_path)]
+    done = subprocess.run([*command, *(a for o in overrides for a in ("--set", o))], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ray_epochs = pd.read_parquet(results / "integration" / "epochs.parquet")
+    ray_epochs = ray_epochs[ray_epochs["trial_id"] == trial["trial_id"]].set_index("epoch").sort_index()
+    single = pd.read_parquet(tmp_path / "single" / "epochs.parquet").set_index("epoch").sort_index()
+    compared = ["train_loss", "loss_sup", "loss_within", "loss_between", "val_acc_all", "val_loss", "val_ece_all",
+                "nc1", "min_angle_deg", "acc_all", "acc_few", "test_nc1"]  # fmt: skip
+    assert single.index.tolist() == ray_epochs.index.tolist() == [1, 2]
+    pd.testing.assert_frame_equal(single[compared], ray_epochs[compared], rtol=1e-6, atol=1e-9)
+
+
+def yaml_value(value) -> str:
+    """A trials.parquet value as --set reads it: numpy scalars as Python's, NaN (a None) as null."""
+    value = getattr(value, "item", lambda: value)()
+    return "null" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)

@@ -11,8 +11,8 @@ from ncstudy.tracking import (
     TRIAL_TAG,
     TRUNCATED,
     _metrics,
-    MlflowReportCallback,
     StudyTracker,
+    TrialRunLog,
     dataset_name,
     flatten,
     mlflow_key,
@@ -87,11 +87,11 @@ def report(epoch: int, worker_nodes: str) -> dict:
 def test_a_resumed_trial_reports_other_worker_nodes_into_the_same_run(tracker, config_file):
     parent = tracker.start_study("resumed", {"name": "resumed"}, config_file)
     run_id = tracker.start_trial(parent, "resumed", "t0", {})
-    MlflowReportCallback(tracker.uri, run_id, DATA).after_report(None, [report(0, "node-a")], None)
+    TrialRunLog(tracker.uri, run_id, DATA).log_report(report(0, "node-a"))
     # the resumed trial: a new Ray session, a new callback, other nodes, the same fingerprint
-    resumed = MlflowReportCallback(tracker.uri, run_id, DATA)
-    resumed.after_report(None, [report(1, "node-b,node-c")], None)
-    resumed.after_report(None, [report(2, "node-b,node-c")], None)
+    resumed = TrialRunLog(tracker.uri, run_id, DATA)
+    resumed.log_report(report(1, "node-b,node-c"))
+    resumed.log_report(report(2, "node-b,node-c"))
     run = tracker.client.get_run(run_id)
     assert run.data.tags["worker_nodes"] == "node-b,node-c" and "worker_nodes" not in run.data.params
     assert run.data.params["data_fingerprint"] == "e7b8c3fdf72b3565"
@@ -109,12 +109,12 @@ def test_a_resumed_trial_logs_each_epoch_once_even_when_the_driver_died_between_
     left epoch 2's metrics without any record beside them, and the resumed trial logged epoch 2 twice."""
     parent = tracker.start_study("killed", {"name": "killed"}, config_file)
     run_id = tracker.start_trial(parent, "killed", "t0", {})
-    first = MlflowReportCallback(tracker.uri, run_id, DATA)
-    first.after_report(None, [report(1, "node-a")], None)
+    first = TrialRunLog(tracker.uri, run_id, DATA)
+    first.log_report(report(1, "node-a"))
     tracker.client.log_batch(run_id, metrics=_metrics(report(2, "node-a"), step=2))  # killed before the tags
-    resumed = MlflowReportCallback(tracker.uri, run_id, DATA)  # restored from epoch 1's checkpoint
+    resumed = TrialRunLog(tracker.uri, run_id, DATA)  # restored from epoch 1's checkpoint
     for epoch in (1, 2, 3):
-        resumed.after_report(None, [report(epoch, "node-b")], None)
+        resumed.log_report(report(epoch, "node-b"))
     assert [m.step for m in tracker.client.get_metric_history(run_id, "val_acc_all")] == [1, 2, 3]
 
 

@@ -8,7 +8,8 @@ from ncstudy.config import StudyConfig
 from ncstudy.data.build import build_data
 from ncstudy.data.loader import TensorImages, channel_stats, epoch_order, shard_batches
 from ncstudy.engine.recipe import learning_rate
-from ncstudy.train import TrialState, crt_epoch, train_epoch
+from ncstudy.engine.state import TrialState
+from ncstudy.engine.step import crt_epoch, train_epoch
 
 
 def small_study(**regularizer) -> StudyConfig:

@@ -13,7 +13,8 @@ from torch import nn
 from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.engine.recipe import Mix
 from ncstudy.regularizers import NeuralCollapseRegularizer, SampleClasses
-from ncstudy.train import regularizer_phase, sample_classes, training_step
+from ncstudy.engine.state import regularizer_phase
+from ncstudy.engine.step import sample_classes, training_step
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """A trial's result does not depend on how many workers run it (docs/design.md, "Worker-count
-invariance"): two steps of the real training step (`ncstudy.train.training_step`) with 2 gloo DDP
+invariance"): two steps of the real training step (`ncstudy.engine.step.training_step`) with 2 gloo DDP
 workers x B/2 give the parameters, centres and regularizer losses of 1 worker x B, for L_W, L_B, the
 centre loss and every centre mode, with more classes (K = 10) than images per worker (6)."""
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.regularizers import NeuralCollapseRegularizer, WorkerSum
-from ncstudy.train import training_step
+from ncstudy.engine.step import training_step
 
 K, P, BATCH, STEPS = 10, 5, 12, 2
 CASES = {
