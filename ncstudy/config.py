@@ -326,7 +326,7 @@ class ResourcesConfig(Strict):
     address: str | None = Field(
         None, description="Ray cluster to join (auto: the one running here); None = $RAY_ADDRESS, else a private local Ray"
     )
-    max_failures: int = Field(0, ge=0, description="Train worker-group restarts per trial")
+    max_failures: int = Field(0, ge=0, description="restarts of a failed trial from its last checkpoint (by Tune for one worker, by Ray Train for several)")
 
 
 class MetricsConfig(Strict):

@@ -1,13 +1,12 @@
-"""Long-tail accuracy by frequency group and the neural-collapse metrics.
+"""The frequency groups of the long-tail metrics and the neural-collapse metrics.
 
 Groups follow the many/medium/few-shot split of Liu et al. (CVPR 2019, OLTR) and Kang et al.
 (ICLR 2020, decoupling): many-shot classes have more than 100 training images, few-shot fewer than
-20, medium the rest. A group's accuracy is the mean of its classes' accuracies; an empty group is
-NaN (shown as a dash), never 0.
-
-`balanced_accuracy` is the mean per-class recall; `expected_calibration_error` is the ECE of Guo et
-al., "On Calibration of Modern Neural Networks" (ICML 2017), 15 equal-width confidence bins by default,
-and `group_calibration` the same per frequency group.
+20, medium the rest (`shot_groups`; `frequency_groups` picks the study's rule). The accuracy and
+calibration metrics over them (per-class and group accuracy, balanced accuracy, the expected
+calibration error of Guo et al., ICML 2017) are computed once, in
+ncstudy.engine.evaluation.evaluate_split; tests/reference_metrics.py holds their textbook
+definitions, which the tests check evaluate_split against.
 
 `neural_collapse` implements NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as docs/design.md
 defines them: class-balanced within-class covariance, the centre mu_C taken as the plain mean of the
@@ -21,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 GROUPS = ("many", "medium", "few")
@@ -63,62 +61,6 @@ def frequency_groups(train_counts: Sequence[int], split) -> dict[str, list[int]]
     if rule == "quantile":
         return quantile_groups(train_counts, split.quantiles)
     return shot_groups(train_counts, split.many_gt, split.few_lt)
-
-
-def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Accuracy of each class (NaN for a class absent from `labels`)."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    correct = np.bincount(labels, weights=(predictions == labels).astype(float), minlength=num_classes)
-    total = np.bincount(labels, minlength=num_classes).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, correct / np.maximum(total, 1), np.nan)
-
-
-def group_accuracy(
-    predictions: np.ndarray, labels: np.ndarray, groups: dict[str, list[int]], num_classes: int
-) -> dict[str, float]:
-    """`all` (plain sample accuracy) and the mean per-class accuracy of each group (NaN if empty)."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    per_class = per_class_accuracy(predictions, labels, num_classes)
-    result = {"all": float((predictions == labels).mean()) if len(labels) else math.nan}
-    for name in GROUPS:
-        values = per_class[groups[name]] if groups[name] else np.array([])
-        values = values[~np.isnan(values)]
-        result[name] = float(values.mean()) if len(values) else math.nan
-    return result
-
-
-def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """Mean per-class recall over the classes present in `labels` (NaN when there are none)."""
-    per_class = per_class_accuracy(predictions, labels, num_classes)
-    present = per_class[~np.isnan(per_class)]
-    return float(present.mean()) if len(present) else math.nan
-
-
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE of Guo et al. (ICML 2017): confidences (max probability) in `bins` equal-width bins
-    (lower, upper] of [0, 1]; sum over bins of |accuracy - mean confidence| * n_bin / N. NaN for N = 0."""
-    probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
-    if len(labels) == 0:
-        return math.nan
-    confidence = probabilities.max(axis=1)
-    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.searchsorted(edges[1:-1], confidence, side="left")
-    gap = np.bincount(which, weights=correct, minlength=bins) - np.bincount(which, weights=confidence, minlength=bins)
-    return float(np.abs(gap).sum() / len(labels))
-
-
-def group_calibration(
-    probabilities: np.ndarray, labels: np.ndarray, groups: dict[str, list[int]], bins: int = 15
-) -> dict[str, float]:
-    """`ece_all` and `ece_<group>`: the ECE of the samples whose true class is in the group (NaN if none)."""
-    probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
-    result = {"ece_all": expected_calibration_error(probabilities, labels, bins)}
-    for name, classes in groups.items():
-        member = np.isin(labels, classes)
-        result[f"ece_{name}"] = expected_calibration_error(probabilities[member], labels[member], bins)
-    return result
 
 
 def between_pinv_factor(centred_means: torch.Tensor) -> torch.Tensor:

@@ -17,15 +17,11 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ncstudy.formatting import value_text
+
 
 def _short(key: str) -> str:
     return key.rsplit(".", 1)[-1]
-
-
-def _value(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "none"
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _percent(value: Any) -> str:
@@ -69,7 +65,7 @@ class StudyProgress(Callback):
         return f"  ETA {seconds / 60:.1f} min" if seconds >= 90 else f"  ETA {seconds:.0f}s"
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        params = " ".join(f"{_short(k)}={_value(v)}" for k, v in (trial.config or {}).items())
+        params = " ".join(f"{_short(k)}={value_text(v)}" for k, v in (trial.config or {}).items())
         self.last_line[trial.trial_id] = time.monotonic()
         self._say(f"trial {trial.trial_id} started   {params}")
 

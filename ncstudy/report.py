@@ -27,6 +27,7 @@ from ncstudy.config import (
 from ncstudy.errors import StudyError
 from ncstudy.metrics import frequency_groups
 from ncstudy.figures import accuracy_vs_count, angle_heatmap, best_by_stratum, metric_curves, norm_bars, optuna_figures
+from ncstudy.formatting import value_text
 from ncstudy.results import read_experiment, write_text
 from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
 from ncstudy.tables import (
@@ -93,12 +94,6 @@ def load_results(results: Path, name: str) -> StudyResults:
     return StudyResults(name, folder, config, trials, epochs)
 
 
-def _value_text(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "none"
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 def _labels(study: StudyResults) -> pd.Series:
     """A short name per trial's configuration, distinct configurations never sharing one: the variant
     and the searched values that vary (e.g. each ratio of an ablation grid), to 3 significant digits
@@ -113,8 +108,7 @@ def _labels(study: StudyResults) -> pd.Series:
     def text(column: str, value, digits: int) -> str:
         if column == VARIANT:
             return str(value)
-        number = isinstance(value, float) and not np.isnan(value)
-        return f"{column.rsplit('.', 1)[-1]}={f'{value:.{digits}g}' if number else _value_text(value)}"
+        return f"{column.rsplit('.', 1)[-1]}={value_text(value, digits)}"
 
     for digits in (3, 6, 17):
         labels = finished[shown].apply(lambda row: ", ".join(text(c, v, digits) for c, v in row.items()), axis=1)
@@ -256,7 +250,7 @@ def _best_by_stratum_figure(study: StudyResults, folder: Path) -> Path | None:
         lines = {}
         for key, rows in groups:
             key = key if isinstance(key, tuple) else (key,)
-            label = ", ".join(f"{c.rsplit('.', 1)[-1]}={_value_text(v)}" for c, v in zip(others, key))
+            label = ", ".join(f"{c.rsplit('.', 1)[-1]}={value_text(v)}" for c, v in zip(others, key))
             lines[label] = (rows[x_column].tolist(), rows[column].tolist())
         panels[column.removeprefix("param.")] = lines
     log_y = [c.removeprefix("param.") for c, (log, _, _) in parameters.items() if log]

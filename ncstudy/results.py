@@ -10,11 +10,22 @@ folder copied without it) a trial is finished when its reports reach the last ep
 unfinished. Reported epochs count completed epochs, 1 to the total. Reports repeated after a worker
 restart (the epochs since the last checkpoint) are kept once, the latest. Files are written to a
 temporary name and renamed, so a reader never sees half a file.
+
+Trials are listed in the order Tune created them, numbered 0, 1, 2, ... in a `trial` column (the
+first), and epochs by trial, then epoch, so every read of a folder gives the same rows in the same
+order. The order is Tune's creation counter, which Tune writes into each trial folder's name,
+<trainable>_<trial id>_<counter>_<params>_<date> (ray.tune Trial._generate_dirname and the
+experiment tag of its trial generators): counted from 0 by the generator of grid searches and plain
+repeats, whose ids end in it too (run_trial_e6fa5_00001_1_...), from 1 by a searcher's, whose ids
+are random (run_trial_1ccf35cd_1_...), so the ids alone cannot give it. A searcher's counter is
+saved with its state, so a resumed study continues it.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +41,9 @@ TUNE_BOOKKEEPING = {
 
 
 REPORTS = "reports"  # RESULTS/<name>/reports/<trial id>.jsonl
+# a trial folder's name: <trainable>_<trial id>_<creation counter>_...; the id is 8 hex digits
+# (a searcher's) or 5 hex digits, "_" and the 5-digit counter (grid search and plain repeats)
+TRIAL_FOLDER = re.compile(r"_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_(\d+)_")
 
 
 class ReportLog(Callback):
@@ -84,12 +98,20 @@ def tune_statuses(tune_folder: Path) -> dict[str, tuple[str, str, str | None]]:
 
 
 def _trial_id(folder: Path) -> str:
-    """Without Tune's state: the id in Tune's result.json, else the folder name's (run_trial_<id>_<n>_...)."""
+    """Without Tune's state: the id in Tune's result.json, else the folder name's (TRIAL_FOLDER)."""
     tune_reports = [line for line in (folder / "result.json").read_text().splitlines() if line.strip()] if (folder / "result.json").exists() else []
     try:
         return str(json.loads(tune_reports[-1])["trial_id"])
     except (IndexError, ValueError, KeyError):
-        return folder.name.split("_")[2]
+        return TRIAL_FOLDER.search(folder.name)[1]
+
+
+def _creation_order(folder: Path) -> tuple[float, str]:
+    """A trial folder's sort key: Tune's creation counter in its name (TRIAL_FOLDER), then the name
+    (two attempts of one trial, the first lost to an interruption before Tune saved it, share the
+    counter); a folder not named by Tune goes last."""
+    match = TRIAL_FOLDER.search(folder.name)
+    return (int(match[2]) if match else math.inf, folder.name)
 
 
 def _status(tune_status: str | None, complete: bool) -> str:
@@ -103,26 +125,28 @@ def _status(tune_status: str | None, complete: bool) -> str:
 
 
 def read_experiment(tune_folder: Path, total_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, epochs): a row per trial (trial_id, status, epochs_done, error, param.*, its last
-    report, checkpoint_path); a row per trial per reported epoch."""
+    """(trials, epochs): a row per trial in creation order (trial, trial_id, status, epochs_done,
+    error, param.*, its last report, checkpoint_path); a row per trial per reported epoch, by trial
+    then epoch (trial, trial_id, the report)."""
     statuses = tune_statuses(tune_folder)
     trial_rows, epoch_frames = [], []
-    for folder in sorted(p for p in tune_folder.glob("*") if (p / "params.json").exists()):
+    for folder in sorted((p for p in tune_folder.glob("*") if (p / "params.json").exists()), key=_creation_order):
         params = json.loads((folder / "params.json").read_text())
         trial_id, tune_status, error = statuses.get(folder.name, (_trial_id(folder), None, None))
         reports = _reports(folder, trial_id)
         by_epoch = {int(r["epoch"]): r for r in reports if "epoch" in r}  # the latest report of each epoch
         last = by_epoch[max(by_epoch)] if by_epoch else {}
         status = _status(tune_status, bool(by_epoch) and max(by_epoch) == total_epochs)
-        row = {"trial_id": trial_id, "status": status, "epochs_done": len(by_epoch), "error": error}
+        row = {"trial": len(trial_rows), "trial_id": trial_id, "status": status, "epochs_done": len(by_epoch), "error": error}
         row.update({f"param.{k}": v for k, v in params.items()})
         row.update({k: v for k, v in last.items() if k not in TUNE_BOOKKEEPING and k != "trial_id"})
+        if last.get("checkpoint_dir_name") and "checkpoint_path" not in last:  # a single-worker trial's, kept by Tune
+            row["checkpoint_path"] = str(folder / last["checkpoint_dir_name"])
         trial_rows.append(row)
         if by_epoch:
-            frame = pd.DataFrame([{k: v for k, v in r.items() if k not in TUNE_BOOKKEEPING} for r in by_epoch.values()])
-            frame = frame.drop(columns=["checkpoint_path"], errors="ignore")
-            frame["trial_id"] = trial_id
-            epoch_frames.append(frame)
+            kept = [{k: v for k, v in by_epoch[e].items() if k not in TUNE_BOOKKEEPING | {"trial_id"}} for e in sorted(by_epoch)]
+            frame = pd.DataFrame(kept).drop(columns=["checkpoint_path"], errors="ignore")
+            epoch_frames.append(frame.assign(trial=row["trial"], trial_id=trial_id)[["trial", "trial_id", *frame.columns]])
     trials = pd.DataFrame(trial_rows)
     epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return trials, epochs

@@ -32,10 +32,16 @@ from ncstudy.study_folder import (
     write_tracking,
 )  # fmt: skip
 from ncstudy.tracking import TRIAL_TAG, StudyTracker, tracking_uri
-from ncstudy.trial import TRIAL_DRIVER_RESOURCES, run_trial
+from ncstudy.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
 
 # How each trial status of ncstudy.results ends its MLflow run.
 RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "unfinished": "KILLED"}
+
+
+def _tune_retries(study: StudyConfig, fail_fast: bool) -> int:
+    """A single-worker trial is retried by Tune from its last checkpoint; a multi-worker one by Ray
+    Train inside the trial (ncstudy.trial), so not by Tune again. Tune's fail_fast allows no retry."""
+    return study.resources.max_failures if study.resources.num_workers == 1 and not fail_fast else 0
 
 
 def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_fast: bool = False) -> tune.RunConfig:
@@ -43,7 +49,8 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_
     return tune.RunConfig(
         name=TUNE_EXPERIMENT,
         storage_path=str(paths.ray_storage.resolve()),
-        failure_config=tune.FailureConfig(max_failures=0, fail_fast=fail_fast),
+        failure_config=tune.FailureConfig(max_failures=_tune_retries(study, fail_fast), fail_fast=fail_fast),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # single-worker trials: the latest epoch's
         callbacks=[
             ReportLog(),
             StudyProgress(planned_trials(study), study.train.total_epochs, study.search.metric),
@@ -123,18 +130,21 @@ def _tracker(study: StudyConfig, results: Path) -> StudyTracker:
 
 
 def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source):
-    """run_trial with the study's fixed arguments; the decoded data set goes to the object store once."""
-    return tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            base=study.model_dump(mode="json"),
-            tracker=tracker,
-            parent_run_id=parent_run_id,
-            ray_storage=str(paths.ray_storage.resolve() / "train"),
-            shared_source=(source_key(study.data), [ray.put(source)]),
-        ),
-        TRIAL_DRIVER_RESOURCES,
-    )
+    """The trial function of the study's path (ncstudy.trial) with the study's fixed arguments; the
+    decoded data set goes to the object store once. A single-worker trial's actor holds the trial's
+    CPU and GPU; a multi-worker trial's actor only waits on its TorchTrainer, whose workers hold them."""
+    fixed = {
+        "base": study.model_dump(mode="json"),
+        "tracker": tracker,
+        "parent_run_id": parent_run_id,
+        "shared_source": (source_key(study.data), [ray.put(source)]),
+    }
+    res = study.resources
+    if res.num_workers == 1:
+        resources = {"cpu": res.cpus_per_worker, **({"gpu": res.gpus_per_worker} if res.gpus_per_worker else {})}
+        return tune.with_resources(tune.with_parameters(run_single_worker_trial, **fixed), resources)
+    train_storage = str(paths.ray_storage.resolve() / "train")
+    return tune.with_resources(tune.with_parameters(run_trial, ray_storage=train_storage, **fixed), TRIAL_DRIVER_RESOURCES)
 
 
 def _start_ray(study: StudyConfig, paths: StudyPaths, verbose: bool) -> int:

@@ -33,10 +33,12 @@ import pandas as pd
 from scipy import stats
 
 from ncstudy.atomic import replaced_atomically
+from ncstudy.formatting import missing, value_text
 from ncstudy.metrics import GROUPS
 
 DASH = "-"
 PLUS_MINUS = "±"
+PARAM_DIGITS = 4  # significant digits of a parameter value in a label cell
 ACCURACY_COLUMNS = ["acc_all", *(f"acc_{g}" for g in GROUPS)]
 NC_COLUMNS = ["nc1", "nc2_equinorm", "nc2_equiangle", "nc2_maxangle", "nc3", "nc4", "min_angle_deg"]
 HEADERS = {
@@ -108,17 +110,6 @@ def t_interval(differences: np.ndarray, confidence: float = 0.95) -> tuple[float
 # ------------------------------------------------------------------------------------- formatting
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
-
-
-def _param_text(value: Any) -> str:
-    """A parameter cell; a missing value is a setting of None (e.g. the hard-min temperature)."""
-    if _missing(value):
-        return "none"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def _label_header(column: str) -> str:
     return column.removeprefix("param.")
 
@@ -136,21 +127,21 @@ def _number(value: float, column: str, signed: bool = False) -> str:
 
 
 def _mean_std(mean: float, std: float, column: str) -> str:
-    if _missing(mean):
+    if missing(mean):
         return DASH
     text = _number(mean, column)
-    return text if _missing(std) else f"{text} {PLUS_MINUS} {_number(std, column)}"
+    return text if missing(std) else f"{text} {PLUS_MINUS} {_number(std, column)}"
 
 
 def _difference(mean: float, low: float, high: float, column: str) -> str:
-    if _missing(mean):
+    if missing(mean):
         return DASH
     text = _number(mean, column, signed=True)
-    return text if _missing(low) else f"{text} [{_number(low, column, True)}, {_number(high, column, True)}]"
+    return text if missing(low) else f"{text} [{_number(low, column, True)}, {_number(high, column, True)}]"
 
 
 def _label_columns(numbers: pd.DataFrame, by: Sequence[str]) -> dict[str, list[str]]:
-    return {_label_header(c): [_param_text(v) for v in numbers[c]] for c in by}
+    return {_label_header(c): [value_text(v, PARAM_DIGITS) for v in numbers[c]] for c in by}
 
 
 def _best_rows(means: pd.Series, higher_is_better: bool = True) -> list[int]:
@@ -213,7 +204,7 @@ def nc_table(trials: pd.DataFrame, by: list[str], columns: Sequence[str] = NC_CO
 
 def _stratum_order(values: Sequence[Any]) -> tuple:
     """Strata in ascending order of their values (numbers before text, a missing value first)."""
-    return tuple((not _missing(v), isinstance(v, str), v if not _missing(v) else 0) for v in values)
+    return tuple((not missing(v), isinstance(v, str), v if not missing(v) else 0) for v in values)
 
 
 def best_per_stratum(
@@ -245,12 +236,12 @@ def _combine(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, study_column: st
 
 def _key(values: Sequence[Any]) -> tuple:
     """A hashable configuration key in which every missing value is None."""
-    return tuple(None if _missing(v) else v for v in values)
+    return tuple(None if missing(v) else v for v in values)
 
 
 def _study_ratio_header(study: Any, ratio: Any, metric: str) -> str:
     """"CIFAR-10-LT r=100"; the metric's name when neither study nor ratio is known."""
-    parts = ([] if study is None else [str(study)]) + ([] if ratio is None else [f"r={_param_text(ratio)}"])
+    parts = ([] if study is None else [str(study)]) + ([] if ratio is None else [f"r={value_text(ratio, PARAM_DIGITS)}"])
     return " ".join(parts) or HEADERS.get(metric, metric)
 
 

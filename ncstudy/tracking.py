@@ -37,6 +37,7 @@ from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH,
 
 from ncstudy.checkpoint_files import COLLAPSE_FILE, FIGURES
 from ncstudy.figures import trial_figures
+from ncstudy.formatting import value_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -142,13 +143,6 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _value_text(value: Any) -> str:
-    """A searched value in a run name: 3 significant digits, `none` for None (the hard-min temperature)."""
-    if _missing(value):
-        return "none"
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 def _short_names(keys: list[str]) -> dict[str, str]:
     """{dotted key: its name in a run name}: `r` for the ratio, else the last part, or the whole key
     where two keys share their last part (`loss.tau` beside `regularizer.tau`)."""
@@ -168,7 +162,7 @@ def trial_run_name(params: Mapping[str, Any], trial_id: str, several_seeds: bool
     names = _short_names(searched)
     parts = [str(params[VARIANT_PARAM])] if VARIANT_PARAM in params else []
     if searched:
-        parts.append(" ".join(f"{names[key]}={_value_text(params[key])}" for key in searched))
+        parts.append(" ".join(f"{names[key]}={value_text(params[key])}" for key in searched))
     if several_seeds and SEED_PARAM in params:
         parts.append(f"seed {params[SEED_PARAM]}")
     return " · ".join(parts) or trial_id

@@ -1,20 +1,23 @@
-"""One trial as Ray runs it: the Tune function trainable `run_trial` and the Ray Train entry point
-`train_worker`.
+"""One trial as Ray runs it, by one of two Tune function trainables (README.md, "Which path a trial
+takes"):
 
-Ray Train V2 (Ray's default since 2.5x) no longer accepts `Tuner(trainer)`: Tune runs a light
-function trainable, `run_trial`, that builds a TorchTrainer per trial and forwards rank 0's reports
-to Tune with `TuneReportCallback` (ray.tune.integration.ray_train). The trainable itself asks for no
-CPU: the Train controller actor is free (num_cpus=0) and the workers hold the trial's resources, so
-`max_concurrent` trials of `num_workers` workers need max_concurrent * num_workers * cpus_per_worker
-CPUs.
+- `run_single_worker_trial` (`resources.num_workers: 1`): the engine trains inside the Tune trial
+  actor itself (ncstudy.in_trial), which holds the trial's CPU and GPU; Tune's checkpoints,
+  FailureConfig and restore give fault tolerance and resume. One process per trial.
+- `run_trial` (`num_workers > 1`): DDP. Ray Train V2 (Ray's default since 2.5x) no longer accepts
+  `Tuner(trainer)`, so the trainable builds a TorchTrainer per trial and forwards rank 0's reports
+  to Tune with `TuneReportCallback` (ray.tune.integration.ray_train). The trainable itself asks for
+  no CPU: the Train controller actor is free (num_cpus=0) and the workers hold the trial's
+  resources, so `max_concurrent` trials of `num_workers` workers need max_concurrent * num_workers
+  * cpus_per_worker CPUs.
 
-This module is what the trial-driver actor and the Train controller import (they unpickle
-`run_trial` and `train_worker` by reference), so it stays light: no study driver, search, results
-or report code (pandas tables, Optuna, matplotlib), and the training code is imported only inside
-`train_worker`, in the Train workers. Each of these processes starts on a busy machine, and its
-imports are most of a short trial's fixed cost (benchmarks/ray_overhead.py).
+This module is what the trial actors and the Train controller import (they unpickle the trainables
+and `train_worker` by reference), so it stays light: no study driver, search, results or report
+code (pandas tables, Optuna, matplotlib); the training code is imported only where training runs
+(inside `train_worker` in the Train workers, inside `run_single_worker_trial`). Each of these
+processes starts on a busy machine, and its imports are most of a short trial's fixed cost
+(benchmarks/ray_overhead.py).
 """
-
 from __future__ import annotations
 
 import time
@@ -76,13 +79,11 @@ def run_trial(
 
     `shared_source` is (source key, [object ref]) of the data set the driver decoded once; the ref
     sits in a list so that Tune hands it over unresolved and the workers read it zero-copy."""
-    study = with_params(StudyConfig.model_validate(base), params)
+    study, run_id, source = _start(params, base, tracker, parent_run_id, shared_source)
     trial_id = tune.get_context().get_trial_id()
-    run_name = trial_run_name(params, trial_id, several_seeds=len(study.search.seed_list) > 1)
-    run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")), run_name)
     loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
-    if shared_source is not None and shared_source[0] == source_key(study.data):
-        loop_config["source"] = shared_source[1]
+    if source is not None:
+        loop_config["source"] = source
     res = study.resources
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     trainer = TorchTrainer(
@@ -107,12 +108,51 @@ def run_trial(
         wait_for_forwarded_reports(session)
         failed = False
     finally:
-        # A trial Tune asked to stop (a scheduler such as ASHA, or the study ending) is interrupted
-        # inside trainer.fit(), which is no failure: the driver, which knows how the trial ended,
-        # closes its run (study._fit_and_finish). Written from here, FAILED could land after the
-        # driver's FINISHED, as the actor is torn down while the driver finishes (seen in CI).
-        if not (failed and session is not None and session.stop_event.is_set()):
-            tracker.finish(run_id, run_status(failed))
+        _close_run(tracker, run_id, failed, stopped=failed and session is not None and session.stop_event.is_set())
+
+
+def run_single_worker_trial(
+    params: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    tracker: StudyTracker,
+    parent_run_id: str,
+    shared_source: tuple[tuple, list] | None = None,
+) -> None:
+    """One single-worker trial (`resources.num_workers: 1`), trained in this Tune trial actor by
+    ncstudy.in_trial: no TorchTrainer, no Train controller or worker processes."""
+    study, run_id, source = _start(params, base, tracker, parent_run_id, shared_source)
+    from ncstudy.in_trial import train_in_trial  # the engine (torch): only in the trial actor that trains
+
+    failed, stopped = True, False
+    try:
+        train_in_trial(study, source, TrialRunLog(tracker.uri, run_id, study.model_dump(mode="json")["data"]))
+        failed = False
+    except SystemExit:  # how `tune.report` ends a trial that Tune stops
+        stopped = True
+        raise
+    finally:
+        _close_run(tracker, run_id, failed, stopped)
+
+
+def _start(params, base, tracker: StudyTracker, parent_run_id: str, shared_source):
+    """The trial's config, its MLflow run (opened again when the trial resumes) and, when the driver
+    decoded this trial's data set, the object-store reference to it."""
+    study = with_params(StudyConfig.model_validate(base), params)
+    trial_id = tune.get_context().get_trial_id()
+    run_name = trial_run_name(params, trial_id, several_seeds=len(study.search.seed_list) > 1)
+    run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")), run_name)
+    source = shared_source[1] if shared_source is not None and shared_source[0] == source_key(study.data) else None
+    return study, run_id, source
+
+
+def _close_run(tracker: StudyTracker, run_id: str, failed: bool, stopped: bool) -> None:
+    """A trial Tune asked to stop (a scheduler such as ASHA, or the study ending) is interrupted
+    inside its training, which is no failure: the driver, which knows how the trial ended, closes
+    its run (study._fit_and_finish). Written from here, FAILED could land after the driver's
+    FINISHED, as the actor is torn down while the driver finishes (seen in CI)."""
+    if not stopped:
+        tracker.finish(run_id, run_status(failed))
 
 
 def wait_for_forwarded_reports(session: _TrainSession | None, timeout_s: float = 60.0, settle_s: float = 0.1) -> None:

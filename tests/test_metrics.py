@@ -3,15 +3,20 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from ncstudy.metrics import (
+from reference_metrics import (
     balanced_accuracy,
     expected_calibration_error,
     group_accuracy,
     group_calibration,
-    neural_collapse,
-    shot_groups,
+    per_class_accuracy,
 )
+from torch import nn
+
+from ncstudy.data.build import StudyData
+from ncstudy.data.loader import TensorImages
+from ncstudy.data.sources import LabelledImages
+from ncstudy.engine.evaluation import EVAL_BATCH, evaluate_split
+from ncstudy.metrics import neural_collapse, shot_groups
 
 
 def test_shot_group_boundaries():
@@ -89,42 +94,80 @@ def test_balanced_accuracy_is_the_mean_recall_of_present_classes():
     assert math.isnan(balanced_accuracy(np.array([], dtype=int), np.array([], dtype=int), 4))
 
 
-def _guo_ece(probabilities, labels, bins):
-    """The loop of Guo et al.'s released code (temperature_scaling.py, _ECELoss)."""
-    boundaries = np.linspace(0, 1, bins + 1)
-    confidences, predictions = probabilities.max(1), probabilities.argmax(1)
-    accuracies = predictions == labels
-    ece = 0.0
-    for lower, upper in zip(boundaries[:-1], boundaries[1:]):
-        in_bin = (confidences > lower) & (confidences <= upper)
-        if in_bin.mean() > 0:
-            ece += abs(confidences[in_bin].mean() - accuracies[in_bin].mean()) * in_bin.mean()
-    return ece
-
-
-def test_expected_calibration_error_by_hand_and_against_the_reference_loop():
+def test_expected_calibration_error_by_hand():
     probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.3, 0.7], [0.3, 0.7]])
     labels = np.array([0, 1, 1, 1])
     # bin (0.8, 0.9]: accuracy 1/2, confidence 0.9; bin (0.6, 0.7]: accuracy 1, confidence 0.7
     assert expected_calibration_error(probabilities, labels, bins=10) == pytest.approx(0.4 * 2 / 4 + 0.3 * 2 / 4)
-
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(500, 7)) * 3
-    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    labels = rng.integers(0, 7, size=500)
-    for bins in (1, 10, 15):
-        assert expected_calibration_error(probabilities, labels, bins) == pytest.approx(_guo_ece(probabilities, labels, bins))
+    # one bin: |accuracy - mean confidence| = |3/4 - 0.8|
+    assert expected_calibration_error(probabilities, labels, bins=1) == pytest.approx(0.05)
+    # a confidence of exactly 0.5 is in (0.4, 0.5], apart from 0.55 in (0.5, 0.6]: |1 - 0.5| / 2 + |0 - 0.55| / 2
+    edge = np.array([[0.5, 0.5], [0.45, 0.55]])
+    assert expected_calibration_error(edge, np.array([0, 0]), bins=10) == pytest.approx((0.5 + 0.55) / 2)
     assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
+    assert math.isnan(expected_calibration_error(np.zeros((0, 3)), np.array([], dtype=int)))
 
 
 def test_group_calibration_uses_the_samples_of_each_group_and_nan_when_empty():
-    rng = np.random.default_rng(1)
-    probabilities = rng.dirichlet(np.ones(4), size=200)
-    labels = rng.integers(0, 3, size=200)  # class 3 never occurs
-    groups = {"many": [0], "medium": [], "few": [1, 2, 3]}
-    result = group_calibration(probabilities, labels, groups)
-    assert result["ece_all"] == pytest.approx(_guo_ece(probabilities, labels, 15))
-    assert result["ece_many"] == pytest.approx(_guo_ece(probabilities[labels == 0], labels[labels == 0], 15))
-    few = labels >= 1
-    assert result["ece_few"] == pytest.approx(_guo_ece(probabilities[few], labels[few], 15))
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.9, 0.1, 0.0], [0.3, 0.7, 0.0], [0.2, 0.2, 0.6]])
+    labels = np.array([0, 1, 1, 2])
+    groups = {"many": [0], "medium": [], "few": [1, 2]}
+    result = group_calibration(probabilities, labels, groups, bins=10)
+    assert result["ece_all"] == pytest.approx(0.4 * 2 / 4 + 0.3 / 4 + 0.4 / 4)
+    assert result["ece_many"] == pytest.approx(0.1)  # one sample, correct at confidence 0.9
+    # by true class: the sample of class 1 predicted as 0 (confidence 0.9, wrong) counts in few
+    assert result["ece_few"] == pytest.approx((0.9 + 0.3 + 0.4) / 3)
     assert math.isnan(result["ece_medium"])
+
+
+class _Lookup(nn.Module):
+    """A model whose logits are fixed per sample: each image holds its sample's number (two uint8
+    channels, high and low byte), which picks the row of `logits`; the features are the logits."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.register_buffer("logits", logits)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        number = (images[:, 0, 0, 0] * 256 + images[:, 1, 0, 0]).long()
+        return self.logits[number], self.logits[number]
+
+
+def test_evaluate_split_gives_the_reference_metrics():
+    """evaluate_split (what trials report) against the textbook definitions on random logits: three
+    eval batches, long-tailed labels with a class without samples (NaN recall, left out of its group
+    and of the balanced accuracy), confidences in every bin above 1/K = 0.1, some exactly 1.0 (the
+    last bin's upper edge). A different bin count, a per-bin mean without the n_bin / N weights,
+    groups by predicted class, or accuracies not averaged per class all fail it."""
+    rng = np.random.default_rng(0)
+    n, k = 2 * EVAL_BATCH + 500, 10
+    frequency = np.append(0.7 ** np.arange(k - 1), 0)  # class 9 has no samples
+    labels = rng.choice(k, size=n, p=frequency / frequency.sum())
+    logits = rng.normal(size=(n, k)) * rng.uniform(0.0, 6.0, size=(n, 1))
+    logits[np.arange(n), labels] += rng.uniform(0.0, 4.0, size=n) * (1 - labels / k)  # head classes easier
+    logits[:40, 3] += 200.0  # confidence 1.0 in float32 and float64
+    logits = logits.astype(np.float32)
+    number = np.arange(n)
+    images = np.stack([number // 256, number % 256], axis=1).astype(np.uint8)[:, :, None, None]
+    split = LabelledImages(images, labels.astype(np.int64), tuple(f"c{c}" for c in range(k)), 1.0, number)
+    groups = {"many": [0, 1, 2], "medium": [3, 4, 5, 6], "few": [7, 8, 9]}
+    data = StudyData(split, split, split, np.bincount(labels, minlength=k).tolist(), groups, False, "")
+    device_split = TensorImages(split, torch.device("cpu"), torch.zeros(2), torch.ones(2))
+
+    metrics = evaluate_split(_Lookup(torch.from_numpy(logits)), device_split, data, bf16=False).metrics
+
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    predictions = probabilities.argmax(axis=1)
+    assert (probabilities.max(axis=1) == 1.0).sum() == 40
+    accuracy = group_accuracy(predictions, labels, groups, k)
+    expected = {
+        **{f"acc_{name}": value for name, value in accuracy.items()},
+        "balanced_acc": balanced_accuracy(predictions, labels, k),
+        **group_calibration(probabilities, labels, groups),
+    }
+    assert 0.3 < expected["acc_all"] < 0.9 and expected["ece_all"] > 0.01  # not a degenerate case
+    assert expected["balanced_acc"] != pytest.approx(expected["acc_all"], abs=1e-3)
+    assert math.isnan(per_class_accuracy(predictions, labels, k)[9])
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
