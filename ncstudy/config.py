@@ -162,6 +162,9 @@ class TrainConfig(Strict):
     mixup_alpha: float = Field(0.0, ge=0, description="mixup (Zhang et al. 2018); 0 = off")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    compile: Literal["none", "default", "reduce-overhead"] = Field(
+        "none", description="torch.compile mode of the training forward and backward (none = eager; a GPU gains, a CPU rarely)"
+    )
     crt_epochs: int = Field(0, ge=0, description="cRT second stage (Kang et al. 2020): epochs; 0 = off")
     crt_lr: float = Field(0.1, gt=0)
     seed: int = 0

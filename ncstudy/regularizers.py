@@ -13,9 +13,9 @@ Learning" (AISTATS 2023, arXiv 2302.12453), exactly as docs/design.md defines th
 - `center_loss`: the centre loss of Wen et al. (ECCV 2016), 0.5 * mean_i ||h_i - c_{y_i}||^2, the
   ablation baseline of the paper's Table 7 (per sample, so head classes dominate, unlike L_W).
 - `NeuralCollapseRegularizer`: all terms of one trial with the centre mode of the config: `learnable`
-  (the released code), `ema` (centres as a running mean of batch class means; the gradient flows
-  through the current batch's share) or `batch` (the class means of the current batch; L_B over the
-  classes present).
+  (the released code), `ema` (centres as a running mean of batch class means, every class seen so
+  far; the gradient flows as if each present class's centre were its batch mean, straight-through)
+  or `batch` (the class means of the current batch; L_B over the classes present).
 
 Global-batch semantics (docs/design.md, "Worker-count invariance"). With W DDP workers every term is
 the term of the whole global batch: per-class sums and counts (and the class means of batch and EMA
@@ -174,9 +174,18 @@ class NeuralCollapseRegularizer(nn.Module):
         self._pending = (sums.detach(), counts)
         if self.config.centers == "batch":
             return means, present
+        blended = self._blend(means, present)
+        # The running mean's value, the batch means' gradient (straight-through): lambda_B and
+        # lambda_W then weigh the features' gradient as they do with batch centres, instead of
+        # (1 - momentum) = 10 times less, which left the ablation's "+ L_B" row inert at lambda_B 0.1.
+        return means + (blended - means).detach(), present | self.seen
+
+    def _blend(self, means: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The EMA step: m * ema + (1 - m) * batch mean for a class seen before, its batch mean the
+        first time, the EMA unchanged for a class absent from the batch."""
         m = self.config.ema_momentum
-        blended = torch.where(self.seen.unsqueeze(1), m * self.ema + (1 - m) * means, means)
-        return torch.where(present.unsqueeze(1), blended, self.ema), present | self.seen
+        update = torch.where(self.seen.unsqueeze(1), m * self.ema + (1 - m) * means, means)
+        return torch.where(present.unsqueeze(1), update, self.ema)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor | SampleClasses) -> dict[str, torch.Tensor]:
         """The terms of the global batch (the same values on every worker). `targets`: the labels,
@@ -225,9 +234,6 @@ class NeuralCollapseRegularizer(nn.Module):
         if self.config.centers == "ema" and self._pending is not None:
             sums, counts = self._pending
             present = counts > 0
-            means = sums / counts.clamp_min(torch.finfo(counts.dtype).tiny).unsqueeze(1)
-            m = self.config.ema_momentum
-            update = torch.where(self.seen.unsqueeze(1), m * self.ema + (1 - m) * means, means)
-            self.ema.copy_(torch.where(present.unsqueeze(1), update, self.ema))
+            self.ema.copy_(self._blend(sums / counts.clamp_min(torch.finfo(counts.dtype).tiny).unsqueeze(1), present))
             self.seen |= present
         self._pending = None

@@ -8,6 +8,7 @@ trial (README.md, "Resume, faults and seeds").
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,11 @@ def _tune_retries(study: StudyConfig, fail_fast: bool) -> int:
 
 
 def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_fast: bool = False) -> tune.RunConfig:
-    """Tune's experiment folder under the study; our compact progress lines, Tune's tables with -v."""
+    """Tune's experiment folder under the study; our compact progress lines, Tune's tables with -v.
+    Tune keeps a single-worker trial's latest checkpoint only, and so saves its experiment state
+    after each one (what keeps `resume` pointing at a checkpoint that exists); with epochs shorter
+    than 5 s it warns about that on every epoch, so the warning is off (a small local copy)."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return tune.RunConfig(
         name=TUNE_EXPERIMENT,
         storage_path=str(paths.ray_storage.resolve()),

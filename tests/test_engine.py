@@ -84,3 +84,16 @@ def test_train_bad_input_is_one_line_and_exit_2(tmp_path, capsys, bad):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not (tmp_path / "quickstart").exists()
+
+
+@pytest.mark.slow
+def test_train_compile_gives_the_eager_numbers(tmp_path):
+    """`train.compile: default` (torch.compile, inductor on the CPU) trains the same model: the
+    per-epoch losses and accuracies of eager mode to 1e-4 (compiled kernels reorder float sums)."""
+    frames = {}
+    for mode in ("none", "default"):
+        args = ["train", str(QUICKSTART), *SMALL, "--set", f"train.compile={mode}", "--set", f"name=c_{mode.replace('-', '_')}"]
+        assert main([*args, "--no-tracking", "--results", str(tmp_path)]) == 0
+        frames[mode] = pd.read_parquet(tmp_path / f"c_{mode}" / "epochs.parquet")
+    columns = ["train_loss", "loss_sup", "loss_within", "loss_between", "val_acc_all", "nc1"]
+    pd.testing.assert_frame_equal(frames["default"][columns], frames["none"][columns], rtol=1e-4, atol=1e-6)

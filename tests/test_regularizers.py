@@ -89,3 +89,29 @@ def test_the_trial_regularizer_on_one_worker_is_the_public_definition():
     assert terms["loss_within"].item() == pytest.approx(within_class_loss(features, labels, centers).item())
     assert terms["loss_between"].item() == pytest.approx(between_class_loss(centers, 0.5).item())
     assert terms["loss_center"].item() == pytest.approx(center_loss(features, labels, centers).item())
+
+
+@pytest.mark.parametrize("momentum", [0.5, 0.9, 0.99])
+def test_ema_centres_pass_l_b_to_the_features_at_full_weight(momentum):
+    """EMA centres take the running mean's value and the batch means' gradient: with the running mean
+    at the batch means (so every momentum gives the same centres), the features' gradient of L_B is
+    that of batch centres, whatever the momentum. Through the blend alone it was (1 - momentum) of it,
+    and the ablation's "+ L_B" row at lambda_B 0.1 moved the features ten times less than its name says."""
+    from ncstudy.config import RegularizerConfig
+    from ncstudy.regularizers import NeuralCollapseRegularizer
+
+    features = torch.randn(12, 4, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 0, 1])
+    gradients = {}
+    for centers, m in (("batch", 0.0), ("ema", momentum)):
+        regularizer = NeuralCollapseRegularizer(
+            RegularizerConfig(lambda_within=0.0, lambda_between=0.1, centers=centers, ema_momentum=m), 4, 4, torch.Generator()
+        )
+        with torch.no_grad():
+            regularizer.ema.copy_(torch.stack([features[labels == k].mean(0) for k in range(4)]))
+            regularizer.seen.fill_(True)
+        h = features.clone().requires_grad_(True)
+        regularizer.weighted(regularizer(h, labels)).backward()
+        gradients[centers] = h.grad
+    assert gradients["batch"].abs().sum() > 0
+    torch.testing.assert_close(gradients["ema"], gradients["batch"], rtol=1e-5, atol=1e-7)

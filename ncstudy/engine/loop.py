@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ncstudy.config import StudyConfig
@@ -60,6 +61,8 @@ def run_epochs(
     """From `state.next_epoch` to the last epoch. `model` is what trains (state.model, or its DDP
     wrapper); `on_epoch` runs after each epoch, once the report is in `state.reports`."""
     bf16 = use_bf16(config.train, splits.train.labels.device)
+    if config.train.compile != "none":  # the training passes; evaluation runs the eager state.model
+        model = torch.compile(model, mode=config.train.compile)
     total_epochs = config.train.total_epochs
     for epoch in range(state.next_epoch, total_epochs):
         started = time.perf_counter()
