@@ -1,14 +1,15 @@
 """Plumbing shared by the trial benchmarks (not a benchmark itself): study configs, a private local
 Ray, a trial run without Ray, a split cut to its first batches, and per-process memory from /proc.
 
-`bare_trial` runs ncstudy.train.train_loop_per_worker itself, in this process, with the few Ray
-calls it makes replaced by local equivalents: the train context says rank 0 of 1, the device is the
-CPU (or CUDA when asked), there is no checkpoint to restore, `ray.get` hands back the data set it is
-given, and `ray.train.report` hands the epoch's metrics to a callback and drops the checkpoint that
-rank 0 has already written with torch.save. So the bare run is the worker's exact code path (data
-cut, model, every epoch's training, validation, NC metrics, checkpoint writes, final figures), and
-what it lacks is what Ray adds: scheduling, actors, the object store, persisting checkpoints, Tune,
-MLflow and the report plumbing.
+`bare_trial` runs one trial through the engine (ncstudy.engine) in this process, exactly as
+`python -m ncstudy train` (ncstudy.single_run) does: the data cut from the decoded source it is given
+(ncstudy.data.build.build_data), the trial state, the splits on the device, and `run_epochs`, each
+epoch's checkpoint written by `write_checkpoint` into a temporary folder, as every runner does, and
+its report collected. That is the same code every runner trains with (the Tune trial actor of a
+single-worker trial, ncstudy.in_trial; the Ray Train workers of a DDP trial, ncstudy.train), so the
+bare run is a trial as a plain training script would run it, and what it lacks is what Ray and the
+study add: scheduling, actors, the object store, Tune, persisting checkpoints, MLflow, the result
+tables, the figures and the report. It imports no Ray.
 
 `start_local_ray` starts a Ray of its own, like `ncstudy.cluster.init_ray` does with address
 "local", but sized to the benchmark's CPUs; it never joins a running one (`address="auto"`): on a
@@ -22,11 +23,10 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from ncstudy.config import StudyConfig, load_study
 
@@ -106,69 +106,37 @@ def study_on_local_ray(study: StudyConfig, cpus: int, prefix: str) -> Iterator[T
         stop_ray()
 
 
-class _Context:
-    """What `ray.train.get_context()` answers a single worker."""
-
-    def get_world_rank(self) -> int:
-        return 0
-
-    def get_world_size(self) -> int:
-        return 1
-
-    def get_local_rank(self) -> int:
-        return 0
-
-
-class _Runtime:
-    def get_node_id(self) -> str:
-        return "bare"
-
-
-class _SourceRef:
-    """Stands for the object-store reference: `ray.get` (patched) unwraps it."""
-
-    def __init__(self, source: Any):
-        self.source = source
-
-
-def _unwrap(ref: Any, *args, **kwargs) -> Any:
-    return ref.source if isinstance(ref, _SourceRef) else ref
-
-
 def bare_trial(
     study: StudyConfig,
     source: Any = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
     device: str = "cpu",
 ) -> list[dict[str, Any]]:
-    """Run one trial through `train_loop_per_worker` without Ray; returns every epoch's metrics.
-    `source` (a decoded ncstudy.data.sources.Source) plays the object-store copy; `on_report` sees
-    each epoch's metrics and may raise (e.g. optuna.TrialPruned) to stop the trial."""
-    import ray
-    import ray.train
-    import ray.train.torch
+    """Run one trial through the engine, without Ray, as ncstudy.single_run does; returns every
+    epoch's metrics. `source` (a decoded ncstudy.data.sources.Source, the object-store copy of a
+    study) saves decoding the data set again; `on_report` sees each epoch's metrics after its
+    checkpoint is written and may raise (e.g. optuna.TrialPruned) to stop the trial."""
     import torch
 
-    from ncstudy.train import train_loop_per_worker
+    from ncstudy.data.build import build_data, device_splits
+    from ncstudy.engine.checkpoint import write_checkpoint
+    from ncstudy.engine.loop import EpochEnd, Splits, run_epochs, static_metrics
+    from ncstudy.engine.state import TrialState
 
+    target = torch.device(device)
+    data = build_data(study.data, source)
+    state = TrialState(study, data, target)
+    splits = Splits(*device_splits(data, study.data, target))
     reports: list[dict[str, Any]] = []
 
-    def report(metrics: dict[str, Any], checkpoint: Any = None, **_: Any) -> None:
-        reports.append(dict(metrics))
+    def on_epoch(end: EpochEnd) -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:  # as ncstudy.in_trial and ncstudy.train
+            write_checkpoint(Path(folder), state, end.epoch, end.final, data)
+        reports.append(dict(end.metrics))
         if on_report is not None:
-            on_report(metrics)
+            on_report(end.metrics)
 
-    loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
-    if source is not None:
-        loop_config["source"] = [_SourceRef(source)]
-    with ExitStack() as stack:
-        stack.enter_context(mock.patch.object(ray.train, "get_context", lambda: _Context()))
-        stack.enter_context(mock.patch.object(ray.train, "get_checkpoint", lambda: None))
-        stack.enter_context(mock.patch.object(ray.train, "report", report))
-        stack.enter_context(mock.patch.object(ray.train.torch, "get_device", lambda: torch.device(device)))
-        stack.enter_context(mock.patch.object(ray, "get", _unwrap))
-        stack.enter_context(mock.patch.object(ray, "get_runtime_context", lambda: _Runtime()))
-        train_loop_per_worker(loop_config)
+    run_epochs(study, data, state, state.model, splits, static_metrics(data, 1), on_epoch)
     return reports
 
 

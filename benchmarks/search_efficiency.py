@@ -26,8 +26,8 @@ OptunaSearch, so the two draw from exactly the same space.
 
 Emulation, stated plainly: this does not go through Ray Tune (5 seeds x 3 arms x 12 trials of
 ~30 s each through Ray would take over an hour on 2 cores). The Optuna loop runs here, one trial at
-a time, and each trial is the worker's own code, `ncstudy.train.train_loop_per_worker`, run in this
-process without Ray (benchmarks.harness.bare_trial). One trial at a time is what TPE sees at
+a time, and each trial is the engine (ncstudy.engine), the training code every runner uses, run in
+this process without Ray (benchmarks.harness.bare_trial). One trial at a time is what TPE sees at
 max_concurrent 1; with max_concurrent 2 Tune hands TPE less history per suggestion. With one trial
 at a time, ASHA's rule (go past a rung only when in the top 1/reduction_factor of the results
 recorded at that rung so far) is what SuccessiveHalvingPruner applies; with concurrent trials the

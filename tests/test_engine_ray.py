@@ -26,11 +26,14 @@ def test_grid_of_variants_and_seeds_runs_every_combination_once(ray_session, tmp
     assert (epochs[epochs["param.variant"] == "NC"]["loss_within"] > 0).all()
 
 
-def test_optuna_with_seeds_and_asha_completes_and_releases_workers(ray_session, tmp_path):
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["single-worker", "ray-train"])
+def test_optuna_with_seeds_and_asha_completes_and_releases_workers(ray_session, tmp_path, workers):
+    """On both paths a trial can take: ASHA stops a single-worker trial at a `tune.report` in its
+    trial actor, a 2-worker trial inside Ray Train's fit."""
     import ray
 
     study = load_study(QUICKSTART, [*TINY, "name=asha", "train.epochs=4", "search.num_samples=2", "search.seeds=[0, 1]",
-                                    "search.asha={grace_period: 1, reduction_factor: 2}"])  # fmt: skip
+                                    "search.asha={grace_period: 1, reduction_factor: 2}", f"resources.num_workers={workers}"])  # fmt: skip
     outcome = run_study(study, tmp_path)
     epochs = pd.read_parquet(tmp_path / "asha" / "epochs.parquet")
     per_trial = epochs.groupby("trial_id")["epoch"].max()

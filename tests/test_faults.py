@@ -1,7 +1,10 @@
-"""Faults (slow: each starts its own Ray): the driver killed mid-study then `resume`, and a Train worker
-killed mid-trial. Both run the CLI in a subprocess with its own local Ray (RAY_ADDRESS=local), so the
-session's Ray instance of the other tests is not involved."""
+"""Faults (slow: each starts its own Ray): the driver killed mid-study then `resume`, and a trial's
+training process killed mid-trial, on both paths a trial can take (README.md, "Which path a trial
+takes"): a single-worker trial trained in its Tune trial actor, and a 2-worker Ray Train trial. Each
+runs the CLI in a subprocess with its own local Ray (RAY_ADDRESS=local), so the session's Ray
+instance of the other tests is not involved."""
 
+import json
 import os
 import signal
 import time
@@ -14,12 +17,17 @@ from processes import TINY, _session, cli, kill_session, wait_for
 
 QUICK = [*TINY, "--set", "train.epochs=3"]
 pytestmark = pytest.mark.slow
+# The process that trains: the Tune trial actor itself, or a Ray Train worker of a DDP trial.
+PATHS = pytest.mark.parametrize(
+    "workers, trainer", [(1, b"ray::ImplicitFunc"), (2, b"RayTrainWorker")], ids=["single-worker", "ray-train"]
+)
 
 
-def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_once(tmp_path):
+@PATHS
+def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_once(tmp_path, workers, trainer):
     results, log = tmp_path / "results", tmp_path / "run.log"
     run = cli("run", "studies/quickstart.yaml", "--set", "name=killed", "--set", "search.num_samples=3", *QUICK,
-              results=results, log=log)  # fmt: skip
+              "--set", f"resources.num_workers={workers}", results=results, log=log)  # fmt: skip
     try:
         wait_for(log, " finished ", run)
     finally:
@@ -42,28 +50,41 @@ def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_o
     assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
 
 
-def test_a_train_worker_killed_mid_trial_restarts_from_its_checkpoint(tmp_path):
+@PATHS
+def test_the_training_process_killed_mid_trial_restarts_from_its_checkpoint(tmp_path, workers, trainer):
     # Long enough to find the worker after two reported epochs: 40 tiny epochs took 9 s once the
     # report throttle was gone, and the trial ended before the test could kill its worker.
     n_epochs = 200
     results, log = tmp_path / "results", tmp_path / "run.log"
     run = cli("run", "studies/quickstart.yaml", "--set", "name=workerkill", "--set", "search.num_samples=1",
-              "--set", "resources.max_failures=2", *QUICK, "--set", f"train.epochs={n_epochs}", results=results, log=log)  # fmt: skip
+              "--set", "resources.max_failures=2", *QUICK, "--set", f"train.epochs={n_epochs}",
+              "--set", f"resources.num_workers={workers}", results=results, log=log)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         victim = None
         while victim is None and time.monotonic() < deadline:
-            result_files = list((results / "workerkill" / "ray" / "tune").glob("*/result.json"))
-            if result_files and result_files[0].read_text().count("\n") >= 2:  # two epochs reported
+            reports = list((results / "workerkill" / "reports").glob("*.jsonl"))
+            if reports and reports[0].read_text().count("\n") >= 2:  # two epochs reported
                 victim = next((int(p) for p in os.listdir("/proc") if p.isdigit() and _session(int(p)) == run.pid
-                               and b"RayTrainWorker" in Path(f"/proc/{p}/cmdline").read_bytes()), None)  # fmt: skip
+                               and trainer in _cmdline(p)), None)  # fmt: skip
             assert run.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
-        assert victim is not None, "no Train worker found"
+        assert victim is not None, f"no {trainer.decode()} process found"
         os.kill(victim, signal.SIGKILL)
         assert run.wait(timeout=600) == 0, log.read_text()[-3000:]
     finally:
         kill_session(run.pid)
     epochs = pd.read_parquet(results / "workerkill" / "epochs.parquet")
     assert sorted(epochs["epoch"]) == list(range(1, n_epochs + 1))  # every epoch once, the restarted ones deduplicated
+    # Restarted from its checkpoint, not from scratch: the restarted trial reported epoch 1 again with
+    # the numbers the checkpoint kept (its time included), not a second training of it.
+    first_epoch = [r["epoch_time_s"] for r in map(json.loads, reports[0].read_text().splitlines()) if r["epoch"] == 1]
+    assert len(first_epoch) == 2 and first_epoch[0] == first_epoch[1], first_epoch
     assert len(pd.read_parquet(results / "workerkill" / "trials.parquet")) == 1
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
