@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         peak = by_name["quickstart"]["study_pss_peak_mib"]
         record["quickstart_study_pss_peak_mib"] = peak
         record["quickstart_peak_target_mib"] = QUICKSTART_PEAK_TARGET_MIB
-        note = "" if args.quick_epochs == 12 else f"; measured with {args.quick_epochs} epochs, the target is for 12"
+        note = "" if args.quick_epochs == 12 else f"; measured with {args.quick_epochs} epoch(s), the target is for 12"
         print(f"quick start: study PSS peak {peak:,.0f} MiB (target < {QUICKSTART_PEAK_TARGET_MIB:,} MiB: "
               f"{'met' if peak < QUICKSTART_PEAK_TARGET_MIB else 'missed'}{note})")  # fmt: skip
     print(f"written: {write_result('memory-smoke' if args.smoke else 'memory', record)}")
