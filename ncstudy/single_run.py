@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ncstudy.atomic import replaced_atomically
+from ncstudy.checkpoint_files import COLLAPSE_FILE
 from ncstudy.config import StudyConfig, check_study_name, dump_yaml
 from ncstudy.data.build import build_data, device_splits
 from ncstudy.engine.checkpoint import write_checkpoint
@@ -27,7 +28,6 @@ from ncstudy.engine.loop import EpochEnd, Splits, run_epochs, static_metrics
 from ncstudy.engine.state import TrialState
 from ncstudy.errors import StudyError
 from ncstudy.figures import trial_figures
-from ncstudy.checkpoint_files import COLLAPSE_FILE
 
 TRIAL_ID = "train"  # the trial_id of the one row: no Tune trial gave it an id
 RUNNER_MARK = "single_run.txt"  # marks a folder `ncstudy train` wrote, the only kind --restart replaces
@@ -101,7 +101,8 @@ def train_single(
 
 def write_tables(folder: Path, rows: list[dict[str, Any]], total_epochs: int) -> None:
     """epochs.parquet and the one-row trials.parquet, in a study's columns (ncstudy.results)."""
-    epochs = pd.DataFrame(rows).assign(trial_id=TRIAL_ID)
+    epochs = pd.DataFrame(rows)
+    epochs = epochs.assign(trial=0, trial_id=TRIAL_ID)[["trial", "trial_id", *epochs.columns]]
     last = rows[-1]
     status = "finished" if last["epoch"] == total_epochs else "unfinished"
     trial = {"trial": 0, "trial_id": TRIAL_ID, "status": status, "epochs_done": len(rows), "error": None, **last}

@@ -20,17 +20,20 @@ from processes import TINY, cli, kill_session, wait_for, wait_until
 EPOCHS = 40  # long enough (seconds) to interrupt a single-worker trial between its epochs
 
 
-def start(results: Path, log: Path, name: str, samples: int = 2):
+def start(results: Path, log: Path, name: str, samples: int = 2, extra: tuple[str, ...] = ()):
     return cli("run", "studies/quickstart.yaml", "--set", f"name={name}", "--set", f"search.num_samples={samples}",
-               *TINY, "--set", f"train.epochs={EPOCHS}", results=results, log=log)  # fmt: skip
+               *TINY, "--set", f"train.epochs={EPOCHS}", *extra, results=results, log=log)  # fmt: skip
 
 
-def interrupted_and_resumed(tmp_path: Path, name: str, moment, signum=signal.SIGINT, samples: int = 2, twice=False):
+def interrupted_and_resumed(
+    tmp_path: Path, name: str, moment, signum=signal.SIGINT, samples: int = 2, twice=False, extra: tuple[str, ...] = (),
+    planned: int | None = None,
+):  # fmt: skip
     """Run, wait for `moment(folder)`, send `signum` to the process group (twice: again at once),
     check the interrupted state, then resume to the end. Returns (folder, run log, resume log)."""
     results, log, resume_log = tmp_path / "results", tmp_path / "run.log", tmp_path / "resume.log"
     folder = results / name
-    run = start(results, log, name, samples)
+    run = start(results, log, name, samples, extra)
     try:
         wait_until(lambda: moment(folder, log), run, log, "the moment to interrupt")
         # Ctrl-C reaches the terminal's whole process group; SIGTERM (`ray job stop`, `kill`) the driver.
@@ -57,7 +60,7 @@ def interrupted_and_resumed(tmp_path: Path, name: str, moment, signum=signal.SIG
         assert resume.wait(timeout=600) == 0, resume_log.read_text()[-3000:]
     finally:
         kill_session(resume.pid)
-    check_complete(results, name, samples)
+    check_complete(results, name, planned or samples)
     for console in (text, resume_log.read_text()):
         check_quiet_console(console)
     return folder, text, resume_log.read_text()
@@ -94,8 +97,9 @@ def check_complete(results: Path, name: str, planned: int) -> None:
     assert sorted(r.info.run_id for r in children if r.info.status == "FINISHED") == sorted(trials["mlflow_run_id"])
     assert all(r.info.status in ("FINISHED", "KILLED") for r in children)  # KILLED: an attempt Tune never saved
     assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
-    states = [t.state.name for t in study.trials]
+    storage = f"sqlite:///{folder / 'optuna.db'}"  # one Optuna study, or one per stratum
+    studies = [optuna.load_study(study_name=n, storage=storage) for n in optuna.get_all_study_names(storage)]
+    states = [t.state.name for study in studies for t in study.trials]
     assert states.count("COMPLETE") == planned and "RUNNING" not in states, states
     assert json.loads((folder / "state.json").read_text())["state"] == "finished"
 
@@ -161,3 +165,15 @@ def test_ctrl_c_between_trials_then_resume(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_during_the_final_report_then_resume(tmp_path):
     interrupted_and_resumed(tmp_path, "atreport", lambda folder, log: "(2/2)" in log.read_text())
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_stratified_study_then_resume_keeps_each_stratum_s_budget(tmp_path):
+    """search.strata: the searcher's per-stratum state (Optuna study, budget) survives the interrupt."""
+    strata = ("--set", "search.strata={data.imbalance.ratio: [10, 50]}", "--set",
+              "search.space={regularizer.lambda_within: {type: loguniform, low: 0.001, high: 0.1}}")  # fmt: skip
+    folder, text, _ = interrupted_and_resumed(
+        tmp_path, "strata", after_an_epoch_of_the_second_trial, samples=2, extra=strata, planned=4
+    )
+    trials = pd.read_parquet(folder / "trials.parquet")
+    assert trials["param.data.imbalance.ratio"].value_counts().to_dict() == {10: 2, 50: 2}
