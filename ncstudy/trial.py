@@ -18,6 +18,7 @@ code (pandas tables, Optuna, matplotlib); the training code is imported only whe
 processes starts on a busy machine, and its imports are most of a short trial's fixed cost
 (benchmarks/ray_overhead.py).
 """
+
 from __future__ import annotations
 
 import time

@@ -2,7 +2,7 @@
 model, centres, optimizers, NC history, reports, next epoch) and, at the last epoch, `collapse.npz`
 (per-class test accuracy, centred-mean norms and angles of the training features, training counts,
 frequency group of each class, the NC history as JSON), from which the report side draws the trial's
-figures (ncstudy.figures.trial_figures): the worker draws nothing."""
+figures (ncstudy.figures.trial_figures): the engine draws nothing."""
 
 from __future__ import annotations
 
