@@ -123,12 +123,17 @@ def _run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from ncstudy.config import load_study
+    from ncstudy.engine.loop import TrialDiverged
     from ncstudy.single_run import train_single
 
     study = load_study(args.study, args.overrides)
     for name in ("mlflow", "alembic"):  # schema migrations log at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
-    outcome = train_single(study, args.results, args.device, args.tracking, args.restart)
+    try:
+        outcome = train_single(study, args.results, args.device, args.tracking, args.restart)
+    except TrialDiverged as error:  # a result of the settings, not a bug: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_TRIALS_FAILED
     last = outcome.last
     print(f"test acc_all {100 * last['acc_all']:.1f}  many {100 * last['acc_many']:.1f}  medium {100 * last['acc_medium']:.1f}  few {100 * last['acc_few']:.1f}")
     print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}, {outcome.folder / 'figures'}/")

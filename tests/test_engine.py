@@ -97,3 +97,17 @@ def test_train_compile_gives_the_eager_numbers(tmp_path):
         frames[mode] = pd.read_parquet(tmp_path / f"c_{mode}" / "epochs.parquet")
     columns = ["train_loss", "loss_sup", "loss_within", "loss_between", "val_acc_all", "nc1"]
     pd.testing.assert_frame_equal(frames["default"][columns], frames["none"][columns], rtol=1e-4, atol=1e-6)
+
+
+def test_a_diverged_trial_is_one_line_and_exit_1_and_its_run_failed(tmp_path, capsys):
+    """A learning rate that blows the weights up ends `train` with one line naming the epoch and
+    what to change (exit 1: the settings' result, not bad input), and the MLflow run FAILED."""
+    import mlflow
+
+    args = ["train", str(QUICKSTART), *SMALL, "--set", "train.lr=1e12", "--set", "train.warmup_epochs=0"]
+    assert main([*args, "--results", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the trial diverged in epoch 1: "), err
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert run.info.status == "FAILED"

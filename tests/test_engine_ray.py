@@ -71,7 +71,7 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(ray_ses
         "search.variants={ok: {}, diverges: {train.lr: 1.0e+12, train.warmup_epochs: 0}}"])  # fmt: skip
     outcome = run_study(study, tmp_path)
     assert outcome.finished == 1 and [trial_id for trial_id, _, _ in outcome.failed] == [outcome.failed[0][0]]
-    assert outcome.failed[0][2] and not outcome.complete  # the error's last line, for the console and the report
+    assert "the trial diverged in epoch 1" in outcome.failed[0][2] and not outcome.complete  # the error's last line
     assert f"Failed, not in the tables: {outcome.failed[0][0]} (0/2 epochs: " in (tmp_path / "failing" / "report.md").read_text()
     trials = pd.read_parquet(tmp_path / "failing" / "trials.parquet")
     assert trials["param.variant"].tolist() == ["ok"]

@@ -171,3 +171,19 @@ def test_evaluate_split_gives_the_reference_metrics():
     assert math.isnan(per_class_accuracy(predictions, labels, k)[9])
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+
+
+def test_evaluate_split_counts_the_images_a_diverged_model_gives_non_finite_logits():
+    """NaN or infinite logits (a diverged model) are counted, not binned out of range: the old code
+    raised IndexError from the calibration bins, which hid the divergence behind a crash."""
+    n, k = 12, 3
+    logits = torch.randn(n, k)
+    logits[2, 0], logits[5, :], logits[7, 1] = math.nan, math.nan, math.inf
+    number = np.arange(n)
+    images = np.stack([number // 256, number % 256], axis=1).astype(np.uint8)[:, :, None, None]
+    labels = (number % k).astype(np.int64)
+    split = LabelledImages(images, labels, ("a", "b", "c"), 1.0, number)
+    data = StudyData(split, split, split, [4, 4, 4], {"many": [0], "medium": [1], "few": [2]}, False, "")
+    device_split = TensorImages(split, torch.device("cpu"), torch.zeros(2), torch.ones(2))
+    assert evaluate_split(_Lookup(logits), device_split, data, bf16=False).non_finite_samples == 3
+    assert evaluate_split(_Lookup(logits.nan_to_num(0.0, 1.0, -1.0)), device_split, data, bf16=False).non_finite_samples == 0

@@ -36,6 +36,7 @@ class SplitEvaluation:
     metrics: dict[str, float]
     per_class_accuracy: np.ndarray
     collapse: GroupCollapse | None = None
+    non_finite_samples: int = 0  # images whose logits hold a NaN or an infinity (a diverged model)
 
 
 def _reduce(*tensors: torch.Tensor) -> None:
@@ -55,6 +56,7 @@ def _calibration_bins(probabilities: torch.Tensor, labels: torch.Tensor, group_o
     last row is all samples."""
     confidence, predicted = probabilities.max(dim=1)
     correct = (predicted == labels).double()
+    confidence = confidence.nan_to_num(0.0)  # a diverged model's rows (counted apart) land in bin 0, not out of range
     bins = (confidence.double() * ECE_BINS).ceil().clamp(1, ECE_BINS).long() - 1  # (lower, upper] bins
     stats = torch.zeros(len(GROUPS) + 1, ECE_BINS, 3, dtype=torch.float64, device=labels.device)
     for row, member in enumerate([group_of[labels] == g for g in range(len(GROUPS))] + [torch.ones_like(labels, dtype=torch.bool)]):
@@ -84,6 +86,7 @@ def evaluate_split(
     correct = torch.zeros(k, dtype=torch.float64, device=device)
     total = torch.zeros(k, dtype=torch.float64, device=device)
     loss_sum = torch.zeros(1, dtype=torch.float64, device=device)
+    non_finite = torch.zeros(1, dtype=torch.float64, device=device)
     calibration = torch.zeros(len(GROUPS) + 1, ECE_BINS, 3, dtype=torch.float64, device=device)
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     model.eval()
@@ -93,13 +96,14 @@ def evaluate_split(
                 logits, features = model(images)
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+            non_finite += (~torch.isfinite(logits)).any(dim=1).sum().double()
             hits = (logits.argmax(dim=1) == labels).double()
             correct.index_add_(0, labels, hits)
             total.index_add_(0, labels, torch.ones_like(hits))
             calibration += _calibration_bins(logits.softmax(dim=1), labels, group_of)
             if collapse:
                 kept.append((features.float(), labels, logits))
-    _reduce(correct, total, loss_sum, calibration)
+    _reduce(correct, total, loss_sum, calibration, non_finite)
 
     per_class = (correct / total).cpu().numpy()  # NaN for classes without samples
     metrics = {"acc_all": float(correct.sum() / total.sum()), "loss": float(loss_sum / total.sum())}
@@ -112,7 +116,7 @@ def evaluate_split(
     metrics["ece_all"] = _ece(calibration[-1])
     for g, name in enumerate(GROUPS):
         metrics[f"ece_{name}"] = _ece(calibration[g])
-    result = SplitEvaluation(metrics, per_class)
+    result = SplitEvaluation(metrics, per_class, non_finite_samples=int(non_finite.item()))
     if collapse:
         result.collapse = _collapse(model, kept, split, data, metrics)
     return result

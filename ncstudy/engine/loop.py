@@ -26,6 +26,23 @@ from ncstudy.engine.state import TrialState
 from ncstudy.engine.step import crt_epoch, train_epoch
 
 
+class TrialDiverged(FloatingPointError):
+    """A training loss or the validation logits became non-finite: the weights are lost, and a
+    restart from the last checkpoint would diverge the same way (the epoch's data order is seeded).
+    One message argument, so that Ray can pickle it back to the driver."""
+
+    @classmethod
+    def at(cls, epoch: int, what: str) -> "TrialDiverged":
+        advice = "lower train.lr, raise train.warmup_epochs or lower the regularizer weights"
+        return cls(f"the trial diverged in epoch {epoch + 1}: {what} ({advice})")
+
+
+def _check_finite(epoch: int, metrics: dict[str, Any]) -> None:
+    bad = [f"{k} = {v}" for k, v in metrics.items() if k.endswith("loss") and isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise TrialDiverged.at(epoch, ", ".join(bad))
+
+
 @dataclass
 class EpochEnd:
     """What a runner receives after each epoch: the report (already in `state.reports`), the loop
@@ -73,15 +90,17 @@ def run_epochs(
             if state.crt_optimizer is None:
                 state.start_crt()
             metrics.update(crt_epoch(epoch - config.train.epochs, config, state, splits.train, data, rank, world_size))
-        metrics.update(prefixed(evaluate_split(state.model, splits.val, data, bf16, rank, world_size).metrics, "val_"))
+        _check_finite(epoch, metrics)
+        validation = evaluate_split(state.model, splits.val, data, bf16, rank, world_size)
+        if validation.non_finite_samples:
+            raise TrialDiverged.at(epoch, f"the model's logits are not finite on {validation.non_finite_samples} validation images")
+        metrics.update(prefixed(validation.metrics, "val_"))
         last = epoch == total_epochs - 1
         measurement = None
         if last or (config.metrics.every and (epoch + 1) % config.metrics.every == 0):
             measurement = measure_collapse(state, splits.train, splits.test, data, bf16, rank, world_size, epoch)
             metrics.update(measurement.metrics)
         metrics["epoch_time_s"] = time.perf_counter() - started
-        if not all(math.isfinite(v) for k, v in metrics.items() if k.endswith("loss") and isinstance(v, float)):
-            raise FloatingPointError(f"non-finite loss at epoch {epoch}: {metrics}")
         state.reports.append(metrics)
         state.next_epoch = epoch + 1
         on_epoch(EpochEnd(epoch, metrics, measurement if last else None))
