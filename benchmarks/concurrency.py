@@ -2,8 +2,8 @@
 
 The study is the quick start (studies/quickstart.yaml: digits, a 3-block CNN, 12 epochs per trial,
 Optuna TPE), each trial a single-worker one of `resources.cpus_per_worker` 1, trained by the engine
-inside its Tune trial actor (ncstudy.in_trial), on a private local Ray of `--cpus` CPUs (2), run
-through `ncstudy.study.run_study` into its own temporary results folder, once with max_concurrent 1
+inside its Tune trial actor (ncstudy.study.in_trial), on a private local Ray of `--cpus` CPUs (2), run
+through `ncstudy.study.driver.run_study` into its own temporary results folder, once with max_concurrent 1
 and once with 2 (the order alternates between `--repeats`), Ray shut down in between. The imbalance
 ratio is taken out of the search space so every trial trains the same number of images (ratio 10)
 and both runs do the same work; the remaining keys (lambda_W, lambda_B, temperature) do not change

@@ -6,12 +6,12 @@ Ray, a trial run without Ray, a split cut to its first batches, and per-process 
 (ncstudy.data.build.build_data), the trial state, the splits on the device, and `run_epochs`, each
 epoch's checkpoint written by `write_checkpoint` into a temporary folder, as every runner does, and
 its report collected. That is the same code every runner trains with (the Tune trial actor of a
-single-worker trial, ncstudy.in_trial; the Ray Train workers of a DDP trial, ncstudy.train), so the
+single-worker trial, ncstudy.study.in_trial; the Ray Train workers of a DDP trial, ncstudy.study.train_worker), so the
 bare run is a trial as a plain training script would run it, and what it lacks is what Ray and the
 study add: scheduling, actors, the object store, Tune, persisting checkpoints, MLflow, the result
 tables, the figures and the report. It imports no Ray.
 
-`start_local_ray` starts a Ray of its own, like `ncstudy.cluster.init_ray` does with address
+`start_local_ray` starts a Ray of its own, like `ncstudy.study.cluster.init_ray` does with address
 "local", but sized to the benchmark's CPUs; it never joins a running one (`address="auto"`): on a
 shared machine that could be someone else's.
 """
@@ -62,11 +62,11 @@ def cifar_overrides(parquet: Path, epochs: int, n_max: int | None = None, cpus: 
 
 
 def start_local_ray(num_cpus: int) -> float:
-    """A fresh local Ray of `num_cpus` CPUs with the settings `ncstudy.cluster.init_ray` gives a local
+    """A fresh local Ray of `num_cpus` CPUs with the settings `ncstudy.study.cluster.init_ray` gives a local
     instance (its RAY_ENV, quiet logging); returns how long it took to start (s)."""
     import ray
 
-    from ncstudy.cluster import RAY_ENV
+    from ncstudy.study.cluster import RAY_ENV
 
     started = time.perf_counter()
     ray.init(
@@ -95,9 +95,9 @@ class TimedStudy:
 
 @contextmanager
 def study_on_local_ray(study: StudyConfig, cpus: int, prefix: str) -> Iterator[TimedStudy]:
-    """Run `study` through `ncstudy.study.run_study` on a fresh local Ray of `cpus` CPUs, into a
+    """Run `study` through `ncstudy.study.driver.run_study` on a fresh local Ray of `cpus` CPUs, into a
     temporary results folder that exists while the caller reads it; `ray.init` is timed apart."""
-    from ncstudy.study import run_study
+    from ncstudy.study.driver import run_study
 
     init = start_local_ray(cpus)
     try:
@@ -133,7 +133,7 @@ def bare_trial(
     reports: list[dict[str, Any]] = []
 
     def on_epoch(end: EpochEnd) -> None:
-        with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:  # as ncstudy.in_trial and ncstudy.train
+        with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:  # as ncstudy.study.in_trial and ncstudy.study.train_worker
             write_checkpoint(Path(folder), state, end.epoch, end.final, data)
         reports.append(dict(end.metrics))
         if on_report is not None:

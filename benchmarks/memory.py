@@ -1,8 +1,8 @@
 """Host memory of a study: the driver, the process that trains a trial, and the data set with 1 and 2 trials.
 
-Each scenario runs `ncstudy.study.run_study` in a fresh child process (its own private local Ray of
+Each scenario runs `ncstudy.study.driver.run_study` in a fresh child process (its own private local Ray of
 2 CPUs, a temporary results folder). Every scenario's trial is a single-worker one, which the engine
-trains inside its Tune trial actor (ncstudy.in_trial; the `ray::ImplicitFunc` process): that actor is
+trains inside its Tune trial actor (ncstudy.study.in_trial; the `ray::ImplicitFunc` process): that actor is
 the trial's "worker" below. (A multi-worker trial would train in Ray Train workers, with a Train
 controller and the trial actor beside them; the script tells them apart by process title and counts
 those two as the trial's other actors.) This process polls /proc every `--interval` seconds for the
@@ -19,7 +19,7 @@ keeps, per process, the largest values seen of:
   "study PSS" is the largest such sum over the driver and all its descendants (Ray included).
 
 The driver decodes the data set once (a memory-mapped cache of the decoded arrays), `ray.put`s it
-once (ncstudy.study._trainable) and every trial on the node reads it zero-copy from the object
+once (ncstudy.study.driver._trainable) and every trial on the node reads it zero-copy from the object
 store. The claim, that the data set is resident once per node and not once per trial, rests on two
 readings: (1) a worker's RssShmem (object-store pages it maps) is about the size of the data it
 touches, while its Pss_Shmem is that divided among the processes that map the same pages (with two
@@ -70,7 +70,7 @@ from benchmarks.harness import (
 
 SCENARIOS = ("quickstart", "cifar", "cifar2")
 # Process titles: a Ray Train worker and controller (multi-worker trials only) and the Tune trial actor,
-# which trains a single-worker trial itself (ncstudy.in_trial) and drives a multi-worker trial's TorchTrainer.
+# which trains a single-worker trial itself (ncstudy.study.in_trial) and drives a multi-worker trial's TorchTrainer.
 KINDS = {"ray::RayTrainWorker": "train_worker", "ray::TrainController": "train_controller", "ray::ImplicitFunc": "trial_actor"}
 TRAINING_KINDS = ("train_worker", "trial_actor")  # where a trial trains: its Train workers if it has any, else its actor
 ADDED_TRIAL_TARGET_MIB = 1300  # the study PSS one more concurrent CIFAR trial adds (README: 1.3 GB)
@@ -97,7 +97,7 @@ def source_bytes(study) -> int:
 
 def child(name: str, args: argparse.Namespace) -> None:
     """Run one scenario's study here; write the driver's memory and the data size as JSON."""
-    from ncstudy.study import run_study
+    from ncstudy.study.driver import run_study
 
     study = scenario_study(name, args)
     start_local_ray(2)

@@ -15,8 +15,8 @@ import argparse
 import torch
 
 from benchmarks.common import best_of, timed, write_result
-from ncstudy.metrics import neural_collapse
-from ncstudy.nc_stream import ClassMoments, nc4_mismatches
+from ncstudy.method.metrics import neural_collapse
+from ncstudy.method.nc_stream import ClassMoments, nc4_mismatches
 
 SAMPLES, FEATURE_DIM, CLASSES, BATCH, RATIO = 50_000, 64, 100, 1024, 100
 

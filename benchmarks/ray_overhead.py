@@ -1,4 +1,4 @@
-"""Ray's overhead on one trial: the same trial run bare and through `ncstudy.study.run_study`.
+"""Ray's overhead on one trial: the same trial run bare and through `ncstudy.study.driver.run_study`.
 
 - bare: the engine (ncstudy.engine) in this process, as `python -m ncstudy train` runs it
   (benchmarks.harness.bare_trial: data cut from the decoded data set loaded beforehand, trial state,
@@ -7,11 +7,11 @@
   script would run it, and the same training code every runner uses.
 - Ray: `run_study` on a one-trial study (search.num_samples 1, max_concurrent 1, an empty search
   space so the trial's config is exactly the bare one; one worker of `--cpus` CPUs, so the trial is
-  a single-worker one: the engine trains inside its Tune trial actor, ncstudy.in_trial, which holds
+  a single-worker one: the engine trains inside its Tune trial actor, ncstudy.study.in_trial, which holds
   the CPUs, and Ray gives it that many OpenMP threads): preflight, MLflow parent and child runs,
   Tune, the trial actor, the object store, per-epoch checkpoint persistence, the result tables,
   figures and report. Ray itself is started first, separately timed (a private local instance like
-  the one `ncstudy.cluster.init_ray` starts with address "local").
+  the one `ncstudy.study.cluster.init_ray` starts with address "local").
 
 Reported: wall time of each, and the ratios Ray/bare including and excluding `ray.init`; also the
 sum of the trial's own per-epoch times (`epoch_time_s`) in both, which separates the cost inside the
@@ -59,7 +59,7 @@ def trial_study(trial: str, epochs: int, n_max: int, cpus: int, parquet: Path) -
 
 def run_bare(study: StudyConfig, cpus: int) -> dict:
     # The engine (its models, losses, loop and checkpoint) imported untimed: a Ray trial actor imports
-    # it (ncstudy.in_trial) inside the timed run_study, so there its imports count (conservative).
+    # it (ncstudy.study.in_trial) inside the timed run_study, so there its imports count (conservative).
     for module in ("ncstudy.engine.loop", "ncstudy.engine.checkpoint"):
         importlib.import_module(module)
     threads = torch.get_num_threads()

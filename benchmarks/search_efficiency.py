@@ -11,7 +11,7 @@ The objective is the trial's last-epoch validation accuracy (val_acc_all, what R
 OptunaSearch when a trial ends). Each arm proposes `--trials` trials for every search seed
 0 .. `--seeds`-1:
 
-- tpe: the TPE sampler ncstudy.search.build_sampler makes for algorithm optuna, seeded with the
+- tpe: the TPE sampler ncstudy.study.search.build_sampler makes for algorithm optuna, seeded with the
   search seed: its first search.tpe_startup trials (by default a quarter of the budget, within 2 and
   10; `--tpe-startup` sets it) are random, then TPE models the results;
 - random: the random sampler build_sampler makes for algorithm random, seeded likewise;
@@ -21,7 +21,7 @@ OptunaSearch when a trial ends). Each arm proposes `--trials` trials for every s
   steps counted from 1 like Tune's training_iteration. With grace 1 (ncstudy's default, Tune's),
   the accuracy after one warm-up epoch decided which trials went on, and in the 12-trial run this
   arm then reached random search's final best in no seed (mean best 62.8% against random's 68.3%).
-The parameters are suggested by ncstudy.search.OptunaSpace, the define-by-run space ncstudy hands
+The parameters are suggested by ncstudy.study.search.OptunaSpace, the define-by-run space ncstudy hands
 OptunaSearch, so the two draw from exactly the same space.
 
 Emulation, stated plainly: this does not go through Ray Tune (5 seeds x 3 arms x 12 trials of
@@ -55,7 +55,7 @@ from benchmarks.common import write_result
 from benchmarks.harness import QUICKSTART, bare_trial, study_from
 from ncstudy.config import StudyConfig, with_params
 from ncstudy.data.build import load_source
-from ncstudy.search import OptunaSpace, build_sampler
+from ncstudy.study.search import OptunaSpace, build_sampler
 
 TARGET = 0.5
 METRIC = "val_acc_all"
@@ -99,7 +99,7 @@ class Trainer:
 
 
 def sampler_and_pruner(base: StudyConfig, arm: str, seed: int, trials: int, tpe_startup: int | None):
-    """The arm's sampler exactly as ncstudy.search.build_sampler makes it for this study (algorithm
+    """The arm's sampler exactly as ncstudy.study.search.build_sampler makes it for this study (algorithm
     random, or optuna with TPE and search.tpe_startup), and its pruner."""
     search = {"search.seed": seed, "search.num_samples": trials, "search.tpe_startup": None}
     if arm == "random":

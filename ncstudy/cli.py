@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ncstudy.errors import StudyError
-from ncstudy.interrupt import INTERRUPTION
+from ncstudy.study.interrupt import INTERRUPTION
 
 EXIT_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -69,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ncstudy.report import build_report
-    from ncstudy.tables import FORMATS
+    from ncstudy.outputs.report import build_report
+    from ncstudy.outputs.tables import FORMATS
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     unknown = [f for f in formats if f not in FORMATS]
@@ -113,7 +113,7 @@ def _quiet_libraries(verbose: bool) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ncstudy.config import load_study
-    from ncstudy.study import run_study
+    from ncstudy.study.driver import run_study
 
     study = load_study(args.study, args.overrides)
     args.name = study.name  # for the interruption message
@@ -144,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from ncstudy.config import check_study_name
-    from ncstudy.study import resume_study
+    from ncstudy.study.driver import resume_study
 
     check_study_name(args.name)
     _quiet_libraries(args.verbose)
@@ -153,7 +153,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from ncstudy.config import dump_yaml
-    from ncstudy.study import preflight
+    from ncstudy.study.driver import preflight
     from ncstudy.study_file import load_study_file
 
     study, bases = load_study_file(args.study, args.overrides)

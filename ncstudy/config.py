@@ -48,7 +48,7 @@ class ImbalanceConfig(Strict):
 
 
 class ShotSplitConfig(Strict):
-    """How classes are grouped into many / medium / few shot (ncstudy.metrics.frequency_groups)."""
+    """How classes are grouped into many / medium / few shot (ncstudy.data.groups.frequency_groups)."""
 
     rule: Literal["threshold", "index_ranges", "quantile"] | None = Field(
         None, description="None = index_ranges for 10 classes (thresholds give CIFAR-10-LT 8/2/0), else threshold"
@@ -257,7 +257,7 @@ class SearchConfig(Strict):
 
     @model_validator(mode="after")
     def _strata_are_fixed_values(self) -> "SearchConfig":
-        """Strata (ncstudy.search.StratifiedSearch) are grid axes that split the study: each value a
+        """Strata (ncstudy.study.search.StratifiedSearch) are grid axes that split the study: each value a
         single setting's scalar, and a key the search does not also set through space or variants."""
         for key, values in self.strata.items():
             if not values:

@@ -20,14 +20,14 @@ import pandas as pd
 import torch
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.checkpoint_files import COLLAPSE_FILE
+from ncstudy.engine.checkpoint_files import COLLAPSE_FILE
 from ncstudy.config import StudyConfig, check_study_name, dump_yaml
 from ncstudy.data.build import build_data, device_splits
 from ncstudy.engine.checkpoint import write_checkpoint
 from ncstudy.engine.loop import EpochEnd, Splits, run_epochs, static_metrics
 from ncstudy.engine.state import TrialState
 from ncstudy.errors import StudyError
-from ncstudy.figures import trial_figures
+from ncstudy.outputs.figures import trial_figures
 
 TRIAL_ID = "train"  # the trial_id of the one row: no Tune trial gave it an id
 RUNNER_MARK = "single_run.txt"  # marks a folder `ncstudy train` wrote, the only kind --restart replaces
@@ -100,7 +100,7 @@ def train_single(
 
 
 def write_tables(folder: Path, rows: list[dict[str, Any]], total_epochs: int) -> None:
-    """epochs.parquet and the one-row trials.parquet, in a study's columns (ncstudy.results)."""
+    """epochs.parquet and the one-row trials.parquet, in a study's columns (ncstudy.outputs.results)."""
     epochs = pd.DataFrame(rows)
     epochs = epochs.assign(trial=0, trial_id=TRIAL_ID)[["trial", "trial_id", *epochs.columns]]
     last = rows[-1]
@@ -114,7 +114,7 @@ def write_tables(folder: Path, rows: list[dict[str, Any]], total_epochs: int) ->
 
 def start_tracking(study: StudyConfig, results: Path, folder: Path):
     """One MLflow run (not nested: there is no study around it), named and tagged as `ncstudy train`'s."""
-    from ncstudy.tracking import StudyTracker, TrialRunLog, tracking_uri
+    from ncstudy.study.tracking import StudyTracker, TrialRunLog, tracking_uri
 
     uri = tracking_uri(study.tracking.uri, results)
     tracker = StudyTracker(uri, study.tracking.experiment or study.name, artifact_root=None if study.tracking.uri else results / "mlartifacts")

@@ -1,6 +1,6 @@
 """The strata of a study (`search.strata`): the combinations of fixed values that split a study into
 independent searches, e.g. one per imbalance ratio, and the names they go by (Optuna studies, file
-names, trial columns). Light on purpose: the search (ncstudy.search) and the report (ncstudy.report)
+names, trial columns). Light on purpose: the search (ncstudy.study.search) and the report (ncstudy.outputs.report)
 both name strata the same way, and the report does not import the search.
 """
 

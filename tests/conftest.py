@@ -29,7 +29,7 @@ os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
 def ray_session():
     import ray
 
-    from ncstudy.cluster import RAY_ENV
+    from ncstudy.study.cluster import RAY_ENV
 
     env = {**RAY_ENV, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]}
     ray.init(

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from ncstudy.config import load_study
-from ncstudy.study import run_study
+from ncstudy.study.driver import run_study
 
 CIFAR_STUDY = Path(__file__).resolve().parents[1] / "studies" / "cifar_lt.yaml"
 

@@ -1,4 +1,4 @@
-"""Which Ray a study uses, and how many trials it runs at once (ncstudy.cluster)."""
+"""Which Ray a study uses, and how many trials it runs at once (ncstudy.study.cluster)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import ncstudy.cluster as cluster
+import ncstudy.study.cluster as cluster
 from ncstudy.config import load_study
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"

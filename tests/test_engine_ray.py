@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ncstudy.config import load_study
-from ncstudy.study import run_study
+from ncstudy.study.driver import run_study
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
 TINY = ["model.width=4", "model.feature_dim=16", "metrics.every=0", "search.max_concurrent=2"]

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from ncstudy import figures
-from ncstudy.search import name_objective
+from ncstudy.study.search import name_objective
 
 LONG_NAMES = ["regularizer.lambda_between", "regularizer.lambda_within", "variant"]
 
@@ -109,7 +109,7 @@ def test_a_figure_is_written_whole_or_not_at_all(monkeypatch, tmp_path):
 
 
 def test_report_labels_tell_every_configuration_apart():
-    from ncstudy.report import StudyResults, _labels
+    from ncstudy.outputs.report import StudyResults, _labels
 
     trials = pd.DataFrame({
         "trial_id": ["a", "b", "c", "d", "e"], "status": "finished",

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ncstudy.formatting import value_text
+from ncstudy.outputs.formatting import value_text
 
 
 def test_missing_values_are_none_floats_keep_their_digits_and_the_rest_is_str():

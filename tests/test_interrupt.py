@@ -109,7 +109,7 @@ def started_trials(log: Path) -> list[str]:
 
 
 def after_an_epoch_of_the_second_trial(folder: Path, log: Path) -> bool:
-    """The second trial's first report in the driver's report log (ncstudy.results.ReportLog, flushed
+    """The second trial's first report in the driver's report log (ncstudy.outputs.results.ReportLog, flushed
     at once): a single-worker trial's epochs take a fraction of a second here, faster than the
     console's progress lines."""
     started = started_trials(log)

@@ -1,11 +1,11 @@
-"""Each loss against a hand calculation (math on lists, independent of ncstudy.losses)."""
+"""Each loss against a hand calculation (math on lists, independent of ncstudy.method.losses)."""
 
 import math
 
 import pytest
 import torch
 
-from ncstudy.losses import (
+from ncstudy.method.losses import (
     BalancedSoftmaxLoss,
     CrossEntropy,
     DotRegressionLoss,

@@ -230,7 +230,7 @@ def test_a_study_spreads_each_trial_over_two_nodes(tmp_path):
         folder = shared / "twonode"
         trials = pd.read_parquet(folder / "trials.parquet")
         assert len(trials) == 2, trials
-        assert "worker_nodes" in trials, "the training loop must report worker_nodes (ncstudy/train.py)"
+        assert "worker_nodes" in trials, "the training loop must report worker_nodes (ncstudy/study/train_worker.py)"
         for trial in trials.itertuples():
             ranks = trial.worker_nodes.split(",")
             assert trial.world_size == 2 and len(ranks) == 2, trial

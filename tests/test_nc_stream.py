@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ncstudy.metrics import neural_collapse
-from ncstudy.nc_stream import ClassMoments, group_collapse, nc4_mismatches
+from ncstudy.method.metrics import neural_collapse
+from ncstudy.method.nc_stream import ClassMoments, group_collapse, nc4_mismatches
 
 SCALAR_KEYS = ("nc1", "nc2_equinorm", "nc2_equiangle", "nc2_maxangle", "min_angle_deg", "nc3")
 

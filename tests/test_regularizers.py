@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ncstudy.regularizers import ClassCenters, between_class_loss, within_class_loss
+from ncstudy.method.regularizers import ClassCenters, between_class_loss, within_class_loss
 
 
 def test_within_class_loss_by_hand():
@@ -79,7 +79,7 @@ def test_the_trial_regularizer_on_one_worker_is_the_public_definition():
     """NeuralCollapseRegularizer (global-batch sums, weighted labels) reduces to within_class_loss,
     between_class_loss and center_loss on one worker with hard labels."""
     from ncstudy.config import RegularizerConfig
-    from ncstudy.regularizers import NeuralCollapseRegularizer, center_loss
+    from ncstudy.method.regularizers import NeuralCollapseRegularizer, center_loss
 
     config = RegularizerConfig(lambda_within=0.1, lambda_between=0.2, lambda_center=0.3, temperature=0.5)
     regularizer = NeuralCollapseRegularizer(config, 5, 3, torch.Generator().manual_seed(0))
@@ -98,7 +98,7 @@ def test_ema_centres_pass_l_b_to_the_features_at_full_weight(momentum):
     that of batch centres, whatever the momentum. Through the blend alone it was (1 - momentum) of it,
     and the ablation's "+ L_B" row at lambda_B 0.1 moved the features ten times less than its name says."""
     from ncstudy.config import RegularizerConfig
-    from ncstudy.regularizers import NeuralCollapseRegularizer
+    from ncstudy.method.regularizers import NeuralCollapseRegularizer
 
     features = torch.randn(12, 4, generator=torch.Generator().manual_seed(2))
     labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 0, 1])

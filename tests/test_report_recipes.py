@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from ncstudy.config import load_study
-from ncstudy.report import build_report
+from ncstudy.outputs.report import build_report
 
 ABLATION = Path(__file__).resolve().parents[1] / "studies" / "ablation_cifar10_lt_cpu.yaml"
 RECIPES = {

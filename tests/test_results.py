@@ -1,4 +1,4 @@
-"""ncstudy.results.read_experiment on a Tune experiment folder written by hand (no Ray is started):
+"""ncstudy.outputs.results.read_experiment on a Tune experiment folder written by hand (no Ray is started):
 trial folders named as Tune names them, params.json and Tune's result.json in each."""
 
 import json
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ncstudy.results import read_experiment
+from ncstudy.outputs.results import read_experiment
 
 TOTAL_EPOCHS = 3
 DATE = "2026-12-03_14-29-09"

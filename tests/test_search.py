@@ -6,7 +6,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from ncstudy.config import StudyConfig, with_params
-from ncstudy.search import OptunaSpace, ResumableOptunaSearch, SeedRepeater, build_sampler, planned_trials
+from ncstudy.study.search import OptunaSpace, ResumableOptunaSearch, SeedRepeater, build_sampler, planned_trials
 
 
 def study(**search) -> StudyConfig:
@@ -128,7 +128,7 @@ def test_the_optuna_objective_is_named_by_the_metric_when_created_and_when_resto
 
 # ------------------------------------------------------------------------------------------- strata
 
-from ncstudy.search import StratifiedSearch, searcher_and_space  # noqa: E402
+from ncstudy.study.search import StratifiedSearch, searcher_and_space  # noqa: E402
 from ncstudy.strata import optuna_study_names, strata  # noqa: E402
 
 RATIOS = {"data.imbalance.ratio": [10, 50, 100]}

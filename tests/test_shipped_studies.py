@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from ncstudy.config import load_study
-from ncstudy.study import run_study
+from ncstudy.study.driver import run_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 pytestmark = pytest.mark.slow

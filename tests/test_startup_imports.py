@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-# The trial driver and the Train controller unpickle ncstudy.trial's functions; the Train workers also
+# The trial driver and the Train controller unpickle ncstudy.study.trial's functions; the Train workers also
 # import the training code, and ncstudy.models needs torchvision only for the ImageNet backbones.
 HEAVY = {
-    "ncstudy.trial": ["ncstudy.train", "ncstudy.study", "ncstudy.report", "optuna", "matplotlib", "torchvision"],
-    "ncstudy.train": ["torchvision", "matplotlib", "mlflow", "optuna", "ncstudy.study"],
+    "ncstudy.study.trial": ["ncstudy.study.train_worker", "ncstudy.study.driver", "ncstudy.outputs.report", "optuna", "matplotlib", "torchvision"],
+    "ncstudy.study.train_worker": ["torchvision", "matplotlib", "mlflow", "optuna", "ncstudy.study.driver"],
 }
 
 

@@ -12,8 +12,8 @@ import yaml
 
 from ncstudy.cli import main
 from ncstudy.config import load_study
-from ncstudy.report import build_report
-from ncstudy.tables import best_per_stratum
+from ncstudy.outputs.report import build_report
+from ncstudy.outputs.tables import best_per_stratum
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "studies" / "quickstart.yaml"
@@ -117,7 +117,7 @@ def test_the_report_has_the_best_per_stratum_table_and_figure(tmp_path):
 
 
 def test_the_figure_has_a_line_per_further_stratum_and_no_panel_for_text_parameters(tmp_path):
-    from ncstudy.figures import best_by_stratum
+    from ncstudy.outputs.figures import best_by_stratum
 
     panels = {"regularizer.lambda_within": {"name=ce": ([10, 50, 100], [0.01, 0.02, np.nan]),
                                             "name=focal": ([10, 50, 100], [0.03, None, 0.05])}}  # fmt: skip

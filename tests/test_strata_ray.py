@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 
 from ncstudy.config import load_study
-from ncstudy.study import run_study
+from ncstudy.study.driver import run_study
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
 

@@ -15,14 +15,14 @@ import pytest
 
 from ncstudy.config import check_study_name
 from ncstudy.errors import StudyError
-from ncstudy.study_folder import (
+from ncstudy.outputs.study_folder import (
     StudyLock, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state, write_tracking,
 )  # fmt: skip
 
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from ncstudy.study_folder import StudyLock
+    from ncstudy.outputs.study_folder import StudyLock
     with StudyLock(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ncstudy.config import load_study
-from ncstudy.study import run_study
+from ncstudy.study.driver import run_study
 
 from pathlib import Path
 
@@ -109,7 +109,7 @@ def test_an_unschedulable_trial_is_refused_before_anything_is_written(ray_sessio
 def test_report_writes_every_format_and_figure_and_marks_unfinished_trials(finished_study, tmp_path):
     import shutil
 
-    from ncstudy.report import build_report
+    from ncstudy.outputs.report import build_report
 
     _, results, _ = finished_study
     folder = results / "integration"

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ncstudy.tables import (
+from ncstudy.outputs.tables import (
     ablation_table,
     aggregate,
     nc_table,

@@ -13,7 +13,7 @@ import torch
 
 from ncstudy.config import StudyConfig, load_study, with_params
 from ncstudy.errors import StudyError
-from ncstudy.regularizers import NeuralCollapseRegularizer
+from ncstudy.method.regularizers import NeuralCollapseRegularizer
 from ncstudy.terms import recipe_label
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"

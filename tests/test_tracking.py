@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, _validate_param_name
 
-from ncstudy.tracking import (
+from ncstudy.study.tracking import (
     TRIAL_TAG,
     TRUNCATED,
     _metrics,

@@ -12,7 +12,7 @@ from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.engine.recipe import Mix
-from ncstudy.regularizers import NeuralCollapseRegularizer, SampleClasses
+from ncstudy.method.regularizers import NeuralCollapseRegularizer, SampleClasses
 from ncstudy.engine.state import regularizer_phase
 from ncstudy.engine.step import sample_classes, training_step
 

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
-from ncstudy.regularizers import NeuralCollapseRegularizer, WorkerSum
+from ncstudy.method.regularizers import NeuralCollapseRegularizer, WorkerSum
 from ncstudy.engine.step import training_step
 
 K, P, BATCH, STEPS = 10, 5, 12, 2

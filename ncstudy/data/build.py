@@ -32,7 +32,7 @@ from ncstudy.data.sources import (
 )
 from ncstudy.data_root import DATA_PATH_KEYS, data_root_hint, resolved_data_paths
 from ncstudy.errors import StudyError
-from ncstudy.metrics import frequency_groups
+from ncstudy.data.groups import frequency_groups
 
 
 @dataclass(frozen=True)

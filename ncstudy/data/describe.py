@@ -14,7 +14,7 @@ import numpy as np
 from ncstudy.atomic import replaced_atomically
 from ncstudy.config import DataConfig
 from ncstudy.data.build import StudyData
-from ncstudy.metrics import GROUPS
+from ncstudy.data.groups import GROUPS
 
 BAR_WIDTH = 40
 

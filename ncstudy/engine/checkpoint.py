@@ -2,7 +2,7 @@
 model, centres, optimizers, NC history, reports, next epoch) and, at the last epoch, `collapse.npz`
 (per-class test accuracy, centred-mean norms and angles of the training features, training counts,
 frequency group of each class, the NC history as JSON), from which the report side draws the trial's
-figures (ncstudy.figures.trial_figures): the engine draws nothing."""
+figures (ncstudy.outputs.figures.trial_figures): the engine draws nothing."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.checkpoint_files import CHECKPOINT_FILE, COLLAPSE_FILE
+from ncstudy.engine.checkpoint_files import CHECKPOINT_FILE, COLLAPSE_FILE
 from ncstudy.data.build import StudyData
 from ncstudy.engine.measure import Measurement
 from ncstudy.engine.state import TrialState
-from ncstudy.metrics import GROUPS
+from ncstudy.data.groups import GROUPS
 
 
 def write_checkpoint(folder: Path, state: TrialState, epoch: int, final: Measurement | None, data: StudyData) -> None:

@@ -5,7 +5,7 @@ Per split: accuracy overall, per class and per frequency group (a group's accura
 classes'), balanced accuracy, the cross-entropy, and the expected calibration error (Guo et al.,
 ICML 2017; 15 equal-width confidence bins) overall and per group, all from counts summed across
 workers. With `collapse`, the neural-collapse metrics of the split's features (Papyan, Han & Donoho,
-PNAS 2020) from streamed class moments (ncstudy.nc_stream): NC1-NC4, per-group NC1 and smallest
+PNAS 2020) from streamed class moments (ncstudy.method.nc_stream): NC1-NC4, per-group NC1 and smallest
 angles, and the per-class norms and angle matrix behind the paper's Figures 2 and 3.
 """
 
@@ -22,9 +22,10 @@ from torch import nn
 
 from ncstudy.data.build import StudyData
 from ncstudy.data.loader import DeviceSplit
-from ncstudy.metrics import GROUPS, nc4_mismatches
+from ncstudy.data.groups import GROUPS
+from ncstudy.method.metrics import nc4_mismatches
 from ncstudy.models.heads import CosineHead
-from ncstudy.nc_stream import ClassMoments, GroupCollapse, group_collapse
+from ncstudy.method.nc_stream import ClassMoments, GroupCollapse, group_collapse
 from ncstudy.engine.recipe import autocast
 
 ECE_BINS = 15

@@ -1,6 +1,6 @@
 """The neural-collapse measurement of an epoch: NC metrics of the training features (Papyan, Han &
 Donoho, PNAS 2020; per frequency group as in Liu et al., AISTATS 2023), test accuracy by group and
-calibration, and the arrays the trial's figures are drawn from (ncstudy.figures.trial_figures)."""
+calibration, and the arrays the trial's figures are drawn from (ncstudy.outputs.figures.trial_figures)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.data.build import StudyData
-from ncstudy.losses import build_loss, class_balanced_weights, drw_weights
+from ncstudy.method.losses import build_loss, class_balanced_weights, drw_weights
 from ncstudy.models import build_model
-from ncstudy.regularizers import ONE_WORKER, NeuralCollapseRegularizer, WorkerSum
+from ncstudy.method.regularizers import ONE_WORKER, NeuralCollapseRegularizer, WorkerSum
 
 
 def regularizer_phase(epoch: int, config: RegularizerConfig) -> str:

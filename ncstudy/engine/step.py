@@ -18,7 +18,7 @@ from ncstudy.data.build import StudyData
 from ncstudy.data.loader import DeviceSplit, epoch_order
 from ncstudy.engine.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
 from ncstudy.engine.state import TrialState, regularizer_phase
-from ncstudy.regularizers import SampleClasses
+from ncstudy.method.regularizers import SampleClasses
 
 
 def supervised_loss(loss: nn.Module, logits: torch.Tensor, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 MLflow 3 refuses its plain file store, so the local default is sqlite at an absolute path,
 `RESULTS/mlflow.db`, with artifacts beside it in `RESULTS/mlartifacts`. Per-epoch metrics are
-logged by `TrialRunLog`: in a study from ncstudy.trial.MlflowReportCallback, a Ray Train callback
+logged by `TrialRunLog`: in a study from ncstudy.study.trial.MlflowReportCallback, a Ray Train callback
 that runs in the trial's Train controller and sees what rank 0 reported, so each trial is logged
 once however many workers it has; it also logs the figures drawn from the final checkpoint and the
 trial's training split as an MLflow dataset input. This module imports no Ray (`ncstudy train`).
@@ -35,9 +35,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-from ncstudy.checkpoint_files import COLLAPSE_FILE, FIGURES
-from ncstudy.figures import trial_figures
-from ncstudy.formatting import value_text
+from ncstudy.engine.checkpoint_files import COLLAPSE_FILE, FIGURES
+from ncstudy.outputs.figures import trial_figures
+from ncstudy.outputs.formatting import value_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +46,7 @@ PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "ncstudy.study"
 TRIAL_TAG = "ncstudy.trial_id"
 MAX_PARAMS_PER_BATCH = 100
-SEED_PARAM = "train.seed"  # the training seed in a trial's params (ncstudy.search.SEED_KEY)
+SEED_PARAM = "train.seed"  # the training seed in a trial's params (ncstudy.study.search.SEED_KEY)
 VARIANT_PARAM = "variant"
 SHORT_NAMES = {"data.imbalance.ratio": "r"}
 SESSION_STRINGS = frozenset({"worker_nodes"})  # reported strings that change when a trial resumes: tags
@@ -272,13 +272,13 @@ class StudyTracker:
             self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
     def log_best(self, parent_run_id: str, trials: pd.DataFrame, metric: str, mode: str, prefix: str = "") -> None:
-        """On the study's run, the best finished trial of `trials` (ncstudy.results.read_experiment's
+        """On the study's run, the best finished trial of `trials` (ncstudy.outputs.results.read_experiment's
         table) by `metric` and `mode`: metrics `best_<metric>` and its test `best_acc_all/many/medium/few`,
         and tags `best.trial_id`, `best.run_id` (with an `mlflow_run_id` column) and `best.<key>` per
         searched parameter. Tags, not params: a resumed study that ends with a better trial logs
         again, and MLflow refuses to change a param. Nothing is logged without a finished trial.
         A stratified study logs each stratum's best under its own `prefix` (`ratio=10/`), never one
-        best across strata (ncstudy.search.StratifiedSearch compares trials within a stratum only)."""
+        best across strata (ncstudy.study.search.StratifiedSearch compares trials within a stratum only)."""
         best = best_trial(trials, metric, mode)
         if best is None:
             return
@@ -310,7 +310,7 @@ class TrialRunLog:
     new values and which are tags; with the trial's `data` settings, the first report that carries the
     split fingerprint also logs the training set as a dataset input. The final checkpoint's arrays
     become the trial's figures and collapse.npz artifacts. Used by the Ray Train callback
-    (ncstudy.trial.MlflowReportCallback) and by `ncstudy train`; imports no Ray."""
+    (ncstudy.study.trial.MlflowReportCallback) and by `ncstudy train`; imports no Ray."""
 
     def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
         self.uri = uri
@@ -328,7 +328,7 @@ class TrialRunLog:
         client = MlflowClient(tracking_uri=self.uri)
         if self._last_step is None:  # a resumed trial's run may hold epochs already
             self._last_step = logged_epochs(client, self.run_id)
-        repeated = step <= self._last_step  # a restored trial repeats its checkpoint's epoch (ncstudy.train)
+        repeated = step <= self._last_step  # a restored trial repeats its checkpoint's epoch (ncstudy.study.train_worker)
         self._last_step = max(self._last_step, step)
         client.log_batch(
             self.run_id, metrics=[] if repeated else _metrics(values, step), params=_params(new_params), tags=_tags(session)

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from ncstudy.errors import StudyError
-from ncstudy.results import write_text
+from ncstudy.outputs.results import write_text
 
 TUNE_EXPERIMENT = "tune"
 LOCK_FILE = ".lock"

@@ -1,5 +1,5 @@
 """The study driver: Ray Tune + Optuna over trials, each trial a Ray Train `TorchTrainer` built by
-`ncstudy.trial.run_trial`. The searcher (ncstudy.search) is seeded from the study and persisted in
+`ncstudy.study.trial.run_trial`. The searcher (ncstudy.study.search) is seeded from the study and persisted in
 RESULTS/<name>/optuna.db. The driver also owns the study's life cycle: preflight checks, the lock on
 the study folder, the MLflow parent run, interruption and resume, and the results and report at the
 end. Every way a driver ends leaves the folder, MLflow and Optuna saying the same thing about every
@@ -17,31 +17,31 @@ import pandas as pd
 import ray
 from ray import tune
 
-from ncstudy.cluster import check_resources, check_shared_results, init_ray
+from ncstudy.study.cluster import check_resources, check_shared_results, init_ray
 from ncstudy.config import StudyConfig, check_study_name, dump_yaml, load_study, space_candidates, with_params
 from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
 from ncstudy.errors import StudyError
-from ncstudy.interrupt import INTERRUPTION
-from ncstudy.progress import StudyProgress
-from ncstudy.report import build_report
-from ncstudy.results import ReportLog, read_experiment, write_parquet, write_text
-from ncstudy.search import planned_trials, scheduler, searcher_and_space
+from ncstudy.study.interrupt import INTERRUPTION
+from ncstudy.study.progress import StudyProgress
+from ncstudy.outputs.report import build_report
+from ncstudy.outputs.results import ReportLog, read_experiment, write_parquet, write_text
+from ncstudy.study.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.strata import optuna_study_names, strata, stratum_slug
-from ncstudy.study_folder import (
+from ncstudy.outputs.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
     write_tracking,
 )  # fmt: skip
-from ncstudy.tracking import TRIAL_TAG, StudyTracker, tracking_uri
-from ncstudy.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
+from ncstudy.study.tracking import TRIAL_TAG, StudyTracker, tracking_uri
+from ncstudy.study.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
 
-# How each trial status of ncstudy.results ends its MLflow run.
+# How each trial status of ncstudy.outputs.results ends its MLflow run.
 RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "unfinished": "KILLED"}
 
 
 def _tune_retries(study: StudyConfig, fail_fast: bool) -> int:
     """A single-worker trial is retried by Tune from its last checkpoint; a multi-worker one by Ray
-    Train inside the trial (ncstudy.trial), so not by Tune again. Tune's fail_fast allows no retry."""
+    Train inside the trial (ncstudy.study.trial), so not by Tune again. Tune's fail_fast allows no retry."""
     return study.resources.max_failures if study.resources.num_workers == 1 and not fail_fast else 0
 
 
@@ -135,7 +135,7 @@ def _tracker(study: StudyConfig, results: Path) -> StudyTracker:
 
 
 def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source):
-    """The trial function of the study's path (ncstudy.trial) with the study's fixed arguments; the
+    """The trial function of the study's path (ncstudy.study.trial) with the study's fixed arguments; the
     decoded data set goes to the object store once. A single-worker trial's actor holds the trial's
     CPU and GPU; a multi-worker trial's actor only waits on its TorchTrainer, whose workers hold them."""
     fixed = {

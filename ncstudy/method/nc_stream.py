@@ -1,12 +1,12 @@
 """Neural-collapse metrics streamed over batches and ranks, and by frequency group.
 
 NC1-NC3 of Papyan, Han & Donoho (PNAS 2020), as docs/design.md defines them and
-`ncstudy.metrics.neural_collapse` computes them, depend on the features only through per-class
+`ncstudy.method.metrics.neural_collapse` computes them, depend on the features only through per-class
 moments: the counts n_k, the sums, and the second moments G_k = sum_{i in k} h_i h_i^T, since
 S_W = (1/K) sum_k [G_k / n_k - mu_k mu_k^T]. `ClassMoments` accumulates them in float64 batch by
 batch and sums them across torch.distributed ranks, so each Ray Train worker can evaluate its own
 shard and then reduce. `finalize` returns the keys and values of `neural_collapse` (both use the same
-functions of ncstudy.metrics after the moments), NC4 aside.
+functions of ncstudy.method.metrics after the moments), NC4 aside.
 
 One pass in bounded memory. The weights 1/n_k are known only once every sample has been seen, so in
 general each G_k must be kept: K x P x P floats, 33 GB for ImageNet-LT (K = 1000, P = 2048). But the
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ncstudy.metrics import between_pinv_factor, mean_cosines, mean_geometry, nc4_mismatches
+from ncstudy.method.metrics import between_pinv_factor, mean_cosines, mean_geometry, nc4_mismatches
 
 __all__ = ["PER_CLASS_LIMIT_BYTES", "ClassMoments", "GroupCollapse", "group_collapse", "nc4_mismatches"]
 

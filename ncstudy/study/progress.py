@@ -17,7 +17,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from ncstudy.formatting import value_text
+from ncstudy.outputs.formatting import value_text
 
 
 def _short(key: str) -> str:

@@ -19,7 +19,7 @@ from ncstudy.data.build import build_data, device_splits
 from ncstudy.engine.checkpoint import read_checkpoint, write_checkpoint
 from ncstudy.engine.loop import EpochEnd, Splits, run_epochs, static_metrics
 from ncstudy.engine.state import TrialState
-from ncstudy.tracking import TrialRunLog
+from ncstudy.study.tracking import TrialRunLog
 
 
 def train_in_trial(config: StudyConfig, source_ref: list | None, run_log: TrialRunLog) -> None:
@@ -32,7 +32,7 @@ def train_in_trial(config: StudyConfig, source_ref: list | None, run_log: TrialR
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state.restore(read_checkpoint(Path(folder)))
-        for earlier in state.reports:  # as ncstudy.train does: Tune and MLflow keep each epoch once
+        for earlier in state.reports:  # as ncstudy.study.train_worker does: Tune and MLflow keep each epoch once
             tune.report(earlier)
             run_log.log_report(earlier)
     static = {**static_metrics(data, 1), "worker_nodes": ray.get_runtime_context().get_node_id()}

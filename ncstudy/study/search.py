@@ -303,7 +303,7 @@ def scheduler(study: StudyConfig) -> AsyncHyperBandScheduler | None:
     if asha is None:
         return None
     return AsyncHyperBandScheduler(
-        time_attr="epoch",  # completed epochs; a restored trial repeats its checkpoint's report (ncstudy.train)
+        time_attr="epoch",  # completed epochs; a restored trial repeats its checkpoint's report (ncstudy.study.train_worker)
         max_t=study.train.total_epochs,
         grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor,

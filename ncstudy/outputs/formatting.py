@@ -1,5 +1,5 @@
-"""A parameter's value as text, one rule for the report's labels (ncstudy.report), the tables'
-configuration cells (ncstudy.tables) and the live progress lines (ncstudy.progress): a float to
+"""A parameter's value as text, one rule for the report's labels (ncstudy.outputs.report), the tables'
+configuration cells (ncstudy.outputs.tables) and the live progress lines (ncstudy.study.progress): a float to
 `digits` significant digits, a missing value as "none", anything else as `str` gives it.
 
 A missing value is a parameter set to None (e.g. the hard-min temperature), which comes back from a

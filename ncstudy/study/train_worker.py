@@ -1,6 +1,6 @@
 """The Ray Train worker of a trial: the engine (ncstudy.engine) run on one DDP rank, its epochs
 reported through `ray.train.report` with rank 0's checkpoint. Tracking is the driver's business
-(ncstudy.trial.MlflowReportCallback): metrics leave this process only as reports.
+(ncstudy.study.trial.MlflowReportCallback): metrics leave this process only as reports.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ncstudy.data.build import StudyData, build_data, device_splits
 from ncstudy.engine.checkpoint import read_checkpoint, write_checkpoint
 from ncstudy.engine.loop import EpochEnd, Splits, run_epochs, static_metrics
 from ncstudy.engine.state import TrialState
-from ncstudy.regularizers import WorkerSum
+from ncstudy.method.regularizers import WorkerSum
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ differences against a baseline, neural-collapse metrics; each rendered as Markdo
 - Differences against a baseline pair the trials by seed (the same seed draws the same subset and
   initialisation) and give Student's t interval, mean ± t_{(1+c)/2, n-1} * sd / sqrt(n), with the
   quantile from scipy.stats.t (scipy comes with scikit-learn, a dependency of ncstudy).
-- NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as ncstudy.metrics computes them, 3 significant digits.
+- NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as ncstudy.method.metrics computes them, 3 significant digits.
 - LaTeX uses the booktabs rules (\\toprule, \\midrule, \\bottomrule).
 
 A `Table` holds both the numbers (what CSV writes, for machines) and the strings (what Markdown and
@@ -33,8 +33,8 @@ import pandas as pd
 from scipy import stats
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.formatting import missing, value_text
-from ncstudy.metrics import GROUPS
+from ncstudy.outputs.formatting import missing, value_text
+from ncstudy.data.groups import GROUPS
 
 DASH = "-"
 PLUS_MINUS = "±"

@@ -2,7 +2,7 @@
 takes"):
 
 - `run_single_worker_trial` (`resources.num_workers: 1`): the engine trains inside the Tune trial
-  actor itself (ncstudy.in_trial), which holds the trial's CPU and GPU; Tune's checkpoints,
+  actor itself (ncstudy.study.in_trial), which holds the trial's CPU and GPU; Tune's checkpoints,
   FailureConfig and restore give fault tolerance and resume. One process per trial.
 - `run_trial` (`num_workers > 1`): DDP. Ray Train V2 (Ray's default since 2.5x) no longer accepts
   `Tuner(trainer)`, so the trainable builds a TorchTrainer per trial and forwards rank 0's reports
@@ -38,7 +38,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ncstudy.config import StudyConfig, with_params
 from ncstudy.data.build import source_key
-from ncstudy.tracking import StudyTracker, TrialRunLog, flatten, run_status, trial_run_name
+from ncstudy.study.tracking import StudyTracker, TrialRunLog, flatten, run_status, trial_run_name
 
 # The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
 # request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
@@ -46,16 +46,16 @@ TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: `ncstudy.train.train_loop_per_worker`, imported here so that
+    """Ray Train's per-worker function: `ncstudy.study.train_worker.train_loop_per_worker`, imported here so that
     only the workers, not the controller that forwards this function, load the training code."""
-    from ncstudy.train import train_loop_per_worker
+    from ncstudy.study.train_worker import train_loop_per_worker
 
     train_loop_per_worker(loop_config)
 
 
 class MlflowReportCallback(UserCallback):
     """Ray Train callback in the trial's controller: rank 0's reports and final checkpoint go to the
-    trial's MLflow run (ncstudy.tracking.TrialRunLog)."""
+    trial's MLflow run (ncstudy.study.tracking.TrialRunLog)."""
 
     def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
         self.log = TrialRunLog(uri, run_id, data)
@@ -121,9 +121,9 @@ def run_single_worker_trial(
     shared_source: tuple[tuple, list] | None = None,
 ) -> None:
     """One single-worker trial (`resources.num_workers: 1`), trained in this Tune trial actor by
-    ncstudy.in_trial: no TorchTrainer, no Train controller or worker processes."""
+    ncstudy.study.in_trial: no TorchTrainer, no Train controller or worker processes."""
     study, run_id, source = _start(params, base, tracker, parent_run_id, shared_source)
-    from ncstudy.in_trial import train_in_trial  # the engine (torch): only in the trial actor that trains
+    from ncstudy.study.in_trial import train_in_trial  # the engine (torch): only in the trial actor that trains
 
     failed, stopped = True, False
     try:

@@ -1,9 +1,9 @@
 """`python -m ncstudy report NAME [NAME ...]`: the tables and figures a long-tailed paper needs.
 
-Reads each study's trials from Ray Tune's experiment folder (ncstudy.results), so it works on a study
+Reads each study's trials from Ray Tune's experiment folder (ncstudy.outputs.results), so it works on a study
 that is still running or was cut short (unfinished trials are listed, not averaged). Configurations
 are the trials' searched parameters without the training seed; over seeds a configuration is shown
-as mean ± std (ncstudy.tables). Writes, under RESULTS/NAME (or RESULTS/report-NAME1-NAME2 for
+as mean ± std (ncstudy.outputs.tables). Writes, under RESULTS/NAME (or RESULTS/report-NAME1-NAME2 for
 several studies): report.md, tables/*.md|tex|csv and figures/*.png.
 
 A study with strata (search.strata, e.g. one search per imbalance ratio) also gets the best
@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ncstudy.checkpoint_files import COLLAPSE_FILE
+from ncstudy.engine.checkpoint_files import COLLAPSE_FILE
 from ncstudy.config import (
     Choice, Grid, IntRange, LogUniform, StudyConfig, Uniform, check_study_name, load_study, with_params,
 )  # fmt: skip
 from ncstudy.errors import StudyError
-from ncstudy.metrics import frequency_groups
-from ncstudy.figures import accuracy_vs_count, angle_heatmap, best_by_stratum, metric_curves, norm_bars, optuna_figures
-from ncstudy.formatting import value_text
-from ncstudy.results import read_experiment, write_text
+from ncstudy.data.groups import frequency_groups
+from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmap, best_by_stratum, metric_curves, norm_bars, optuna_figures
+from ncstudy.outputs.formatting import value_text
+from ncstudy.outputs.results import read_experiment, write_text
 from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
-from ncstudy.tables import (
+from ncstudy.outputs.tables import (
     Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown, with_recipes,
     write_tables,
 )  # fmt: skip
@@ -70,7 +70,7 @@ class StudyResults:
         return strata_columns(self.config)
 
     def best_by_stratum(self) -> Table | None:
-        """The best configuration per stratum (ncstudy.tables.best_per_stratum), if the study has strata."""
+        """The best configuration per stratum (ncstudy.outputs.tables.best_per_stratum), if the study has strata."""
         finished = self.finished
         if not self.strata or finished.empty or any(c not in finished for c in self.strata):
             return None

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.metrics import GROUPS
+from ncstudy.data.groups import GROUPS
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
@@ -161,7 +161,7 @@ def metric_curves(
 
 
 def _objective_name(study) -> str:
-    """The name of an Optuna study's objective (ncstudy.search.name_objective), or Optuna's default."""
+    """The name of an Optuna study's objective (ncstudy.study.search.name_objective), or Optuna's default."""
     return study.metric_names[0] if study.metric_names else "Objective Value"
 
 

@@ -1,0 +1,61 @@
+"""The package layout is the data flow (docs/design.md, "Layout"): config -> data -> models ->
+method -> engine -> outputs -> study (Ray) -> the runners (cli, single_run). A module imports only
+from its own layer or those to its left (function-level imports included), so that the method and
+the engine never pull in Ray, and nothing below study/ imports it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ncstudy"
+LAYERS = ["base", "data", "models", "method", "engine", "outputs", "study", "runners"]
+BASE = {"errors", "atomic", "config", "study_file", "strata", "terms", "data_root"}
+RUNNERS = {"cli", "__main__", "single_run"}
+PUBLIC_PATHS = {"metrics", "regularizers"}  # re-exports at their documented paths
+
+
+def layer(module: str) -> str | None:
+    """The layer of a dotted name under ncstudy (None for the package itself and the re-exports)."""
+    parts = module.split(".")
+    if parts[0] != "ncstudy" or len(parts) == 1:
+        return None
+    head = parts[1]
+    if head in LAYERS:
+        return head
+    if head in BASE:
+        return "base"
+    if head in RUNNERS:
+        return "runners"
+    assert head in PUBLIC_PATHS | {"__init__"}, f"ncstudy.{head} is in no layer: add it to tests/test_layout.py"
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {name for name in names if name.startswith("ncstudy")}
+
+
+def test_every_module_imports_only_from_its_layer_or_the_left():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(("ncstudy", *path.relative_to(PACKAGE).with_suffix("").parts))
+        own = layer(module)
+        if own is None:
+            continue
+        for name in imported_modules(path):
+            other = layer(name)
+            if other is not None and LAYERS.index(other) > LAYERS.index(own):
+                wrong.append(f"{module} ({own}) imports {name} ({other})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_layers_are_folders_and_the_top_level_is_small():
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top == BASE | RUNNERS | PUBLIC_PATHS | {"__init__"}
+    assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} == set(LAYERS) - {"base", "runners"}
