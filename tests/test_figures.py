@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ncstudy import figures
+from ncstudy.outputs import figures
 from ncstudy.study.search import name_objective
 
 LONG_NAMES = ["regularizer.lambda_between", "regularizer.lambda_within", "variant"]
