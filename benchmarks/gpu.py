@@ -262,7 +262,7 @@ def run_trial(
         done = train.passes[-1]
         epochs.append({
             **done, "epoch_time_s": end.metrics["epoch_time_s"], "rest_s": end.metrics["epoch_time_s"] - done["seconds"],
-            "checkpoint_s": checkpoint_s, "train_loss": end.metrics["train_loss"],
+            "checkpoint_s": checkpoint_s, "loss": end.metrics["loss"],
         })  # fmt: skip
         if len(epochs) == len(plan):
             raise EnoughEpochs
@@ -293,7 +293,7 @@ def run_trial(
     result["val_pass_s"] = statistics.median(e["rest_s"] for e in loader_epochs)
     result["checkpoint_s"] = statistics.median(e["checkpoint_s"] for e in loader_epochs)
     result["nc_measurement_s"] = nc_s
-    result["finite"] = all(math.isfinite(e["train_loss"]) for e in epochs)
+    result["finite"] = all(math.isfinite(e["loss"]) for e in epochs)
     if device.type == "cuda":
         result["memory"] = gpu_memory(device, context)
         result["memory"]["data_on_gpu_bytes"] = sum(s.images.numel() * s.images.element_size() for s in splits)

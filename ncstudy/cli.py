@@ -135,7 +135,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_TRIALS_FAILED
     last = outcome.last
-    print(f"test acc_all {100 * last['acc_all']:.1f}  many {100 * last['acc_many']:.1f}  medium {100 * last['acc_medium']:.1f}  few {100 * last['acc_few']:.1f}")
+    groups = "  ".join(f"{g} {100 * last[f'test_acc_{g}']:.1f}" for g in ("all", "many", "medium", "few"))
+    print(f"test accuracy  {groups}")
     print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}, {outcome.folder / 'figures'}/")
     if outcome.tracking_uri:
         print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")

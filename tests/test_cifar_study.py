@@ -26,7 +26,7 @@ def test_two_epoch_cifar_lt_run_reports_many_medium_few(ray_session, cifar_parqu
     row = trials.iloc[0]
     assert row["classes_many"] == 3 and row["classes_medium"] == 4 and row["classes_few"] == 3
     for group in ("all", "many", "medium", "few"):
-        assert 0.0 <= row[f"acc_{group}"] <= 1.0
+        assert 0.0 <= row[f"test_acc_{group}"] <= 1.0
     assert row["num_train"] == sum(int(100 * (1 / row["param.data.imbalance.ratio"]) ** (i / 9)) for i in range(10))
     epochs = pd.read_parquet(tmp_path / "cifar_smoke" / "epochs.parquet")
     assert epochs["epoch"].tolist() == [1, 2]  # completed epochs

@@ -19,6 +19,15 @@ QUICKSTART = ROOT / "studies" / "quickstart.yaml"
 SMALL = ["--set", "train.epochs=2", "--set", "model.width=4", "--set", "model.feature_dim=16", "--set", "metrics.every=1"]
 
 
+FACTS = {"trial", "trial_id", "epoch", "epoch_time_s", "lr", "loss", "world_size", "num_train", "data_fingerprint", "counts_note"}
+
+
+def follows_the_naming_rule(column: str) -> bool:
+    """README.md, "Metric names": a split's measurement carries the split's prefix; the optimisation's
+    terms are `loss_*`; the rest are the trial's facts."""
+    return column in FACTS or column.startswith(("train_", "val_", "test_", "loss_", "classes_"))
+
+
 def without(modules: tuple[str, ...], code: str) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter where importing any of `modules` fails as if not installed."""
     block = f"import sys\nfor name in {modules!r}:\n    sys.modules[name] = None\n"
@@ -38,13 +47,14 @@ def test_train_runs_without_ray_mlflow_or_optuna(tmp_path):
     args = ["train", str(QUICKSTART), *SMALL, "--no-tracking", "--results", str(tmp_path)]
     done = without(("ray", "mlflow", "optuna"), f"from ncstudy.cli import main\nsys.exit(main({args!r}))")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "test acc_all" in done.stdout
+    assert "test accuracy  all " in done.stdout
     folder = tmp_path / "quickstart"
     trials, epochs = pd.read_parquet(folder / "trials.parquet"), pd.read_parquet(folder / "epochs.parquet")
     assert trials[["trial", "trial_id", "status", "epochs_done"]].to_dict("records") == [
         {"trial": 0, "trial_id": "train", "status": "finished", "epochs_done": 2}
     ]
-    assert epochs["epoch"].tolist() == [1, 2] and {"val_acc_all", "train_loss", "nc1", "loss_within"} <= set(epochs)
+    assert epochs["epoch"].tolist() == [1, 2] and {"val_acc_all", "loss", "train_nc1", "loss_within"} <= set(epochs)
+    assert not [c for c in epochs if not follows_the_naming_rule(c)]
     assert sorted(p.name for p in (folder / "figures").iterdir()) == ["angles.png", "nc_curves.png", "norms.png"]
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -95,7 +105,7 @@ def test_train_compile_gives_the_eager_numbers(tmp_path):
         args = ["train", str(QUICKSTART), *SMALL, "--set", f"train.compile={mode}", "--set", f"name=c_{mode.replace('-', '_')}"]
         assert main([*args, "--no-tracking", "--results", str(tmp_path)]) == 0
         frames[mode] = pd.read_parquet(tmp_path / f"c_{mode}" / "epochs.parquet")
-    columns = ["train_loss", "loss_sup", "loss_within", "loss_between", "val_acc_all", "nc1"]
+    columns = ["loss", "loss_sup", "loss_within", "loss_between", "val_acc_all", "train_nc1"]
     pd.testing.assert_frame_equal(frames["default"][columns], frames["none"][columns], rtol=1e-4, atol=1e-6)
 
 

@@ -57,7 +57,7 @@ def test_streamed_batches_train_and_evaluate(image_folder):
     train, val, _ = device_splits(data, config.data, torch.device("cpu"))
     state = TrialState(config, data, torch.device("cpu"))
     result = train_epoch(0, config, state.model, state, train, data, 0, 1)
-    assert np.isfinite(result["train_loss"])
+    assert np.isfinite(result["loss"])
     images, labels = next(iter(val.eval_batches(4)))
     assert images.shape == (4, 3, 32, 32) and labels.tolist() == [0, 0, 1, 1]
     metrics = evaluate_split(state.model, val, data, bf16=False).metrics

@@ -236,7 +236,7 @@ def test_a_study_spreads_each_trial_over_two_nodes(tmp_path):
             assert trial.world_size == 2 and len(ranks) == 2, trial
             assert ranks[0] != ranks[1], f"trial {trial.trial_id}: both ranks on node {ranks[0]}"
             assert set(ranks) == set(nodes), f"trial {trial.trial_id} ran on {ranks}, the cluster is {list(nodes)}"
-        assert trials["acc_all"].between(0, 1).all()
+        assert trials["test_acc_all"].between(0, 1).all()
 
         # Everything landed in the one folder both nodes see: the driver's tables and tracking,
         # Tune's experiment state, and each trial's checkpoint that its rank 0 persisted.

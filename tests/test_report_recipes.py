@@ -34,9 +34,9 @@ def test_ablation_and_shot_tables_name_each_rows_recipe(tmp_path):
     study, folder = _study_folder(tmp_path)
     rows = [
         {"trial_id": f"{variant}-{seed}", "status": "finished", "param.variant": variant, "param.train.seed": seed,
-         "val_acc_all": 0.5, "acc_all": 0.4 + 0.01 * i, "acc_many": 0.6, "acc_medium": 0.4, "acc_few": 0.2,
-         "classes_many": 3, "classes_medium": 4, "classes_few": 3, "counts_note": "airplane 480 of 500", "nc1": 1.0,
-         "nc1_many": 1.0}
+         "val_acc_all": 0.5, "test_acc_all": 0.4 + 0.01 * i, "test_acc_many": 0.6, "test_acc_medium": 0.4, "test_acc_few": 0.2,
+         "classes_many": 3, "classes_medium": 4, "classes_few": 3, "counts_note": "airplane 480 of 500", "train_nc1": 1.0,
+         "train_nc1_many": 1.0}
         for i, variant in enumerate(RECIPES) for seed in (0, 1, 2)
     ]  # fmt: skip
     pd.DataFrame(rows).to_parquet(folder / "trials.parquet")
@@ -58,16 +58,16 @@ def test_a_baseline_report_gives_paired_nc_differences(tmp_path):
     study, folder = _study_folder(tmp_path)
     rows = [
         {"trial_id": f"{variant}-{seed}", "status": "finished", "param.variant": variant, "param.train.seed": seed,
-         "val_acc_all": 0.5, "acc_all": 0.4, "acc_many": 0.6, "acc_medium": 0.4, "acc_few": 0.2, "classes_many": 3,
-         "classes_medium": 4, "classes_few": 3, "nc1": 0.4 - 0.2 * (variant == "+ L_W") + 0.01 * seed,
-         "min_angle_deg": 55.0 + 10 * (variant == "+ L_B") + seed, "min_angle_many_few_deg": 60.0}
+         "val_acc_all": 0.5, "test_acc_all": 0.4, "test_acc_many": 0.6, "test_acc_medium": 0.4, "test_acc_few": 0.2, "classes_many": 3,
+         "classes_medium": 4, "classes_few": 3, "train_nc1": 0.4 - 0.2 * (variant == "+ L_W") + 0.01 * seed,
+         "train_min_angle_deg": 55.0 + 10 * (variant == "+ L_B") + seed, "train_min_angle_many_few_deg": 60.0}
         for variant in ("CE-DRW", "+ L_W", "+ L_B") for seed in (0, 1, 2)
     ]  # fmt: skip
     pd.DataFrame(rows).to_parquet(folder / "trials.parquet")
     build_report([study.name], tmp_path, baseline="CE-DRW")
     section = (folder / "report.md").read_text().split("### Neural-collapse differences")[1].split("\n#")[0]
     lines = [line for line in section.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| variant | data.imbalance.ratio | NC1 | min angle (deg) | min_angle_many_few_deg |")
+    assert lines[0].startswith("| variant | data.imbalance.ratio | NC1 | min angle (deg) | train_min_angle_many_few_deg |")
     cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[2:4] for line in lines[2:]}
     assert cells["+ L_W"][0] == "**-0.200 [-0.200, -0.200]**" and "**" not in cells["+ L_W"][1], cells
     assert "**" not in cells["+ L_B"][0] and cells["+ L_B"][1].startswith("**+10"), cells

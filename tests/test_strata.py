@@ -67,8 +67,8 @@ def trials_frame() -> pd.DataFrame:
                 "trial_id": f"r{ratio}_{lw}_{seed}", "status": "finished", "param.data.imbalance.ratio": ratio,
                 "param.regularizer.lambda_within": lw, "param.regularizer.lambda_between": lb,
                 "param.regularizer.temperature": temperature, "param.train.seed": seed,
-                "val_acc_all": val + 0.01 * seed, "acc_all": val - 0.1, "acc_many": 0.9, "acc_medium": 0.5,
-                "acc_few": math.nan if ratio == 10 else 0.2, "nc1": 0.5, "nc1_many": 0.4, "classes_many": 3, "classes_medium": 4, "classes_few": 3,
+                "val_acc_all": val + 0.01 * seed, "test_acc_all": val - 0.1, "test_acc_many": 0.9, "test_acc_medium": 0.5,
+                "test_acc_few": math.nan if ratio == 10 else 0.2, "train_nc1": 0.5, "train_nc1_many": 0.4, "classes_many": 3, "classes_medium": 4, "classes_few": 3,
             })  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -32,11 +32,11 @@ def test_trials_and_epochs_tables(finished_study):
     assert outcome.finished == 2 and outcome.failed == [] and outcome.complete
     trials = pd.read_parquet(results / "integration" / "trials.parquet")
     assert len(trials) == 2
-    for column in ("acc_all", "acc_many", "acc_medium", "acc_few", "val_acc_all", "nc1", "min_angle_deg", "nc3", "nc4",
-                   "test_nc1", "nc1_few", "min_angle_many_few_deg", "test_ece_all", "val_balanced_acc",
+    for column in ("test_acc_all", "test_acc_many", "test_acc_medium", "test_acc_few", "val_acc_all", "train_nc1", "train_min_angle_deg", "train_nc3", "train_nc4",
+                   "test_nc1", "train_nc1_few", "train_min_angle_many_few_deg", "test_ece_all", "val_balanced_acc",
                    "param.regularizer.lambda_within", "param.data.imbalance.ratio", "data_fingerprint"):  # fmt: skip
         assert column in trials, column
-    for value in trials[["acc_all", "val_acc_all"]].to_numpy().ravel():
+    for value in trials[["test_acc_all", "val_acc_all"]].to_numpy().ravel():
         assert 0.0 <= value <= 1.0
     low, high = study.search.space["regularizer.lambda_within"].low, study.search.space["regularizer.lambda_within"].high
     assert trials["param.regularizer.lambda_within"].between(low, high).all()
@@ -73,7 +73,7 @@ def test_mlflow_has_one_parent_and_a_finished_child_per_trial(finished_study):
     assert {"report.md", "trials.parquet", "study.yaml"} <= {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     figures = {a.path for a in client.list_artifacts(children[0].info.run_id, "figures")}
     assert figures == {"figures/angles.png", "figures/norms.png", "figures/nc_curves.png"}
-    nc1 = client.get_metric_history(children[0].info.run_id, "nc1")
+    nc1 = client.get_metric_history(children[0].info.run_id, "train_nc1")
     assert [m.step for m in nc1] == [1, 2] and all(m.value > 0 for m in nc1)  # metrics.every=1 below
 
 
@@ -85,7 +85,7 @@ def test_report_has_the_many_medium_few_table(finished_study):
     best = trials.sort_values("val_acc_all", ascending=False).iloc[0]
     table = report[report.index("### Head / medium / tail") :]
     first_row = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()][0]
-    expected = "-" if math.isnan(best["acc_few"]) else f"{100 * best['acc_few']:.1f}"
+    expected = "-" if math.isnan(best["test_acc_few"]) else f"{100 * best['test_acc_few']:.1f}"
     assert f"{best['param.regularizer.lambda_within']:.4g}" in first_row and expected in first_row
 
 
@@ -151,8 +151,8 @@ def test_ncstudy_train_gives_the_per_epoch_metrics_of_the_single_worker_ray_tria
     ray_epochs = pd.read_parquet(results / "integration" / "epochs.parquet")
     ray_epochs = ray_epochs[ray_epochs["trial_id"] == trial["trial_id"]].set_index("epoch").sort_index()
     single = pd.read_parquet(tmp_path / "single" / "epochs.parquet").set_index("epoch").sort_index()
-    compared = ["train_loss", "loss_sup", "loss_within", "loss_between", "val_acc_all", "val_loss", "val_ece_all",
-                "nc1", "min_angle_deg", "acc_all", "acc_few", "test_nc1"]  # fmt: skip
+    compared = ["loss", "loss_sup", "loss_within", "loss_between", "val_acc_all", "val_loss", "val_ece_all",
+                "train_nc1", "train_min_angle_deg", "test_acc_all", "test_acc_few", "test_nc1"]  # fmt: skip
     assert single.index.tolist() == ray_epochs.index.tolist() == [1, 2]
     pd.testing.assert_frame_equal(single[compared], ray_epochs[compared], rtol=1e-6, atol=1e-9)
 

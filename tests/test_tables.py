@@ -33,10 +33,10 @@ def _trials() -> pd.DataFrame:
             "trial_id": ["a0", "a1", "a2", "b0", "b1"],
             LAMBDA: [0.01, 0.01, 0.01, 0.1, 0.1],
             SEED: [0, 1, 2, 0, 1],
-            "acc_all": [0.80, 0.82, 0.84, 0.70, 0.74],
-            "acc_many": [0.90, 0.92, 0.94, 0.95, 0.97],
-            "acc_medium": [0.50, NAN, 0.70, 0.40, 0.40],
-            "acc_few": [NAN] * 5,
+            "test_acc_all": [0.80, 0.82, 0.84, 0.70, 0.74],
+            "test_acc_many": [0.90, 0.92, 0.94, 0.95, 0.97],
+            "test_acc_medium": [0.50, NAN, 0.70, 0.40, 0.40],
+            "test_acc_few": [NAN] * 5,
             "classes_many": [3, 3, 3, 2, 2],
             "classes_medium": [7, 7, 7, 8, 8],
             "classes_few": [0] * 5,
@@ -45,26 +45,26 @@ def _trials() -> pd.DataFrame:
 
 
 def test_aggregate_means_sample_stds_and_per_column_counts():
-    result = aggregate(_trials(), [LAMBDA], ["acc_all", "acc_medium", "acc_few"]).set_index(LAMBDA)
+    result = aggregate(_trials(), [LAMBDA], ["test_acc_all", "test_acc_medium", "test_acc_few"]).set_index(LAMBDA)
     a, b = result.loc[0.01], result.loc[0.1]
     assert a["n"] == 3 and b["n"] == 2
-    assert a["acc_all_mean"] == pytest.approx(0.82)
-    assert a["acc_all_std"] == pytest.approx(0.02)  # sqrt((0.02^2 + 0 + 0.02^2) / 2): ddof 1
-    assert b["acc_all_std"] == pytest.approx(math.sqrt(2 * 0.02**2))
-    assert a["acc_medium_mean"] == pytest.approx(0.60) and a["acc_medium_n"] == 2  # the NaN is left out
-    assert a["acc_medium_std"] == pytest.approx(math.sqrt(2 * 0.1**2))
-    assert b["acc_medium_std"] == 0.0
-    assert math.isnan(a["acc_few_mean"]) and a["acc_few_n"] == 0
+    assert a["test_acc_all_mean"] == pytest.approx(0.82)
+    assert a["test_acc_all_std"] == pytest.approx(0.02)  # sqrt((0.02^2 + 0 + 0.02^2) / 2): ddof 1
+    assert b["test_acc_all_std"] == pytest.approx(math.sqrt(2 * 0.02**2))
+    assert a["test_acc_medium_mean"] == pytest.approx(0.60) and a["test_acc_medium_n"] == 2  # the NaN is left out
+    assert a["test_acc_medium_std"] == pytest.approx(math.sqrt(2 * 0.1**2))
+    assert b["test_acc_medium_std"] == 0.0
+    assert math.isnan(a["test_acc_few_mean"]) and a["test_acc_few_n"] == 0
 
 
 def test_aggregate_single_seed_has_no_std_and_missing_settings_form_a_group():
-    trials = pd.DataFrame({"param.t": [None, None, 0.5], "acc_all": [0.6, 0.8, 0.9]})
-    result = aggregate(trials, ["param.t"], ["acc_all"])
+    trials = pd.DataFrame({"param.t": [None, None, 0.5], "test_acc_all": [0.6, 0.8, 0.9]})
+    result = aggregate(trials, ["param.t"], ["test_acc_all"])
     assert len(result) == 2
-    assert result["acc_all_mean"].tolist() == pytest.approx([0.7, 0.9])
-    assert math.isnan(result["acc_all_std"].iloc[1])
-    whole = aggregate(trials, [], ["acc_all"])
-    assert whole["n"].tolist() == [3] and whole["acc_all_mean"].iloc[0] == pytest.approx(2.3 / 3)
+    assert result["test_acc_all_mean"].tolist() == pytest.approx([0.7, 0.9])
+    assert math.isnan(result["test_acc_all_std"].iloc[1])
+    whole = aggregate(trials, [], ["test_acc_all"])
+    assert whole["n"].tolist() == [3] and whole["test_acc_all_mean"].iloc[0] == pytest.approx(2.3 / 3)
 
 
 def test_shot_table_cells_headers_order_and_empty_group():
@@ -81,7 +81,7 @@ def test_shot_table_cells_headers_order_and_empty_group():
 
 
 def test_shot_table_sort_column():
-    table = shot_table(_trials(), [LAMBDA], sort_by="acc_many")
+    table = shot_table(_trials(), [LAMBDA], sort_by="test_acc_many")
     assert table.display["regularizer.lambda_within"].tolist() == ["0.1", "0.01"]
 
 
@@ -107,9 +107,9 @@ def test_latex_booktabs_bold_and_escaping():
 
 def test_csv_keeps_the_numbers():
     frame = pd.read_csv(io.StringIO(to_csv(shot_table(_trials(), [LAMBDA]))))
-    assert frame["acc_all_mean"].tolist() == pytest.approx([0.82, 0.72])
-    assert frame["acc_all_std"].tolist() == pytest.approx([0.02, math.sqrt(2 * 0.02**2)])
-    assert frame["acc_few_mean"].isna().all()
+    assert frame["test_acc_all_mean"].tolist() == pytest.approx([0.82, 0.72])
+    assert frame["test_acc_all_std"].tolist() == pytest.approx([0.02, math.sqrt(2 * 0.02**2)])
+    assert frame["test_acc_few_mean"].isna().all()
     assert frame["n"].tolist() == [3, 2]
     assert not any("±" in str(v) for v in frame.to_numpy().ravel())
 
@@ -121,7 +121,7 @@ def _study(ratios: list[float], variants: list[str], base: float) -> pd.DataFram
         for v, variant in enumerate(variants):
             for seed, offset in enumerate((-0.01, 0.01)):
                 accuracy = base + 0.01 * v + offset - ratio / 10000
-                rows.append({"variant": variant, RATIO: ratio, SEED: seed, "acc_all": accuracy})
+                rows.append({"variant": variant, RATIO: ratio, SEED: seed, "test_acc_all": accuracy})
     return pd.DataFrame(rows)
 
 
@@ -164,45 +164,45 @@ def test_paired_differences_pair_by_seed():
             LAMBDA: [0.0] * 4 + [0.01] * 4 + [0.1] * 3 + [1.0],
             SEED: [0, 1, 2, 3] + [0, 1, 2, 9] + [0, 1, 2] + [0],
             # baseline differs per seed, so an unpaired comparison would give other numbers
-            "acc_all": [0.50, 0.60, 0.70, 0.10] + [0.51, 0.62, 0.73, 0.99] + [0.60, 0.71, 0.82] + [0.55],
+            "test_acc_all": [0.50, 0.60, 0.70, 0.10] + [0.51, 0.62, 0.73, 0.99] + [0.60, 0.71, 0.82] + [0.55],
         }
     )
-    table = paired_differences(trials, [LAMBDA], {"regularizer.lambda_within": 0.0}, columns=["acc_all"])
+    table = paired_differences(trials, [LAMBDA], {"regularizer.lambda_within": 0.0}, columns=["test_acc_all"])
     numbers = table.numbers.set_index(LAMBDA)
     assert list(numbers.index) == [0.01, 0.1, 1.0]  # the baseline is not a row
     # 0.01: seeds 0-2 paired (3 and 9 unpaired), differences 0.01, 0.02, 0.03
     half = 4.302653 * 0.01 / math.sqrt(3)
     small = numbers.loc[0.01]
-    assert small["n"] == 3 and small["acc_all_n"] == 3
-    assert small["acc_all_diff"] == pytest.approx(0.02)
-    assert small["acc_all_low"] == pytest.approx(0.02 - half, abs=1e-6)
-    assert small["acc_all_high"] == pytest.approx(0.02 + half, abs=1e-6)
+    assert small["n"] == 3 and small["test_acc_all_n"] == 3
+    assert small["test_acc_all_diff"] == pytest.approx(0.02)
+    assert small["test_acc_all_low"] == pytest.approx(0.02 - half, abs=1e-6)
+    assert small["test_acc_all_high"] == pytest.approx(0.02 + half, abs=1e-6)
     # 0.1: differences 0.10, 0.11, 0.12; interval excludes zero
-    assert numbers.loc[0.1, "acc_all_diff"] == pytest.approx(0.11)
+    assert numbers.loc[0.1, "test_acc_all_diff"] == pytest.approx(0.11)
     # 1.0: one pair, no interval
-    assert numbers.loc[1.0, "acc_all_diff"] == pytest.approx(0.05) and math.isnan(numbers.loc[1.0, "acc_all_low"])
+    assert numbers.loc[1.0, "test_acc_all_diff"] == pytest.approx(0.05) and math.isnan(numbers.loc[1.0, "test_acc_all_low"])
     assert table.display["All"].tolist() == ["+2.0 [-0.5, +4.5]", "+11.0 [+8.5, +13.5]", "+5.0"]
     assert table.marked == {(1, "All")}
-    by_tuple = paired_differences(trials, [LAMBDA], 0.0, columns=["acc_all"])
+    by_tuple = paired_differences(trials, [LAMBDA], 0.0, columns=["test_acc_all"])
     assert by_tuple.numbers.equals(table.numbers)
 
 
 def test_paired_differences_rejects_a_baseline_that_is_not_one_configuration():
-    trials = pd.DataFrame({LAMBDA: [0.0, 0.1], SEED: [0, 0], "acc_all": [0.5, 0.6]})
+    trials = pd.DataFrame({LAMBDA: [0.0, 0.1], SEED: [0, 0], "test_acc_all": [0.5, 0.6]})
     with pytest.raises(ValueError, match="matches 0"):
-        paired_differences(trials, [LAMBDA], {LAMBDA: 0.5}, columns=["acc_all"])
+        paired_differences(trials, [LAMBDA], {LAMBDA: 0.5}, columns=["test_acc_all"])
     with pytest.raises(ValueError, match="not one of"):
-        paired_differences(trials, [LAMBDA], {"train.seed": 0}, columns=["acc_all"])
+        paired_differences(trials, [LAMBDA], {"train.seed": 0}, columns=["test_acc_all"])
 
 
 def test_nc_table_three_significant_digits():
     trials = pd.DataFrame(
         {
             "variant": ["a", "a", "b"],
-            "nc1": [0.1, 0.3, 12345.0],
-            "nc2_equinorm": [0.05, 0.05, 0.2],
-            "nc4": [NAN, NAN, NAN],
-            "min_angle_deg": [95.0, 97.0, 100.0],
+            "train_nc1": [0.1, 0.3, 12345.0],
+            "train_nc2_equinorm": [0.05, 0.05, 0.2],
+            "train_nc4": [NAN, NAN, NAN],
+            "train_min_angle_deg": [95.0, 97.0, 100.0],
         }
     )
     table = nc_table(trials, ["variant"])
@@ -219,7 +219,7 @@ def test_write_tables_all_formats(tmp_path):
     assert [p.name for p in paths] == ["shots.md", "shots.tex", "shots.csv"]
     assert paths[0].read_text() == to_markdown(tables["shots"])
     assert paths[1].read_text() == to_latex(tables["shots"])
-    assert pd.read_csv(paths[2])["acc_all_mean"].tolist() == pytest.approx([0.82, 0.72])
+    assert pd.read_csv(paths[2])["test_acc_all_mean"].tolist() == pytest.approx([0.82, 0.72])
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["shots.csv", "shots.md", "shots.tex"]
     with pytest.raises(ValueError, match="unknown table format"):
         write_tables(tables, tmp_path / "other", formats=("md", "html"))

@@ -133,12 +133,12 @@ def test_the_study_run_gets_the_best_finished_trial(tracker, config_file):
         "param.variant": ["+ L_W", "+ centre loss", "CE"],
         "param.regularizer.temperature": [None, 0.1, None],
         "val_acc_all": [0.61, 0.72, 0.99],
-        "acc_all": [0.6, 0.7, 0.9], "acc_many": [0.9, 0.95, 1.0], "acc_medium": [0.5, 0.6, 0.9], "acc_few": [0.1, math.nan, 0.8],
+        "test_acc_all": [0.6, 0.7, 0.9], "test_acc_many": [0.9, 0.95, 1.0], "test_acc_medium": [0.5, 0.6, 0.9], "test_acc_few": [0.1, math.nan, 0.8],
         "mlflow_run_id": ["run-a", "run-b", "run-c"],
     })  # fmt: skip
     tracker.log_best(parent, trials, "val_acc_all", "max")
     data = tracker.client.get_run(parent).data
-    assert data.metrics == {"best_val_acc_all": 0.72, "best_acc_all": 0.7, "best_acc_many": 0.95, "best_acc_medium": 0.6}
+    assert data.metrics == {"best_val_acc_all": 0.72, "best_test_acc_all": 0.7, "best_test_acc_many": 0.95, "best_test_acc_medium": 0.6}
     assert {k: v for k, v in data.tags.items() if k.startswith("best.")} == {
         "best.trial_id": "b", "best.run_id": "run-b", "best.variant": "+ centre loss", "best.regularizer.temperature": "0.1",
     }  # fmt: skip

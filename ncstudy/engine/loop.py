@@ -3,7 +3,13 @@
 every `metrics.every` epochs and the last the NC measurement on the training features and test
 accuracy. A report's `epoch` counts completed epochs, 1 to the total, everywhere a reader sees it
 (console, epochs.parquet, MLflow steps, figures); settings such as `start_epoch` and `drw_epoch`
-are 0-based loop indices (LDAM-DRW's convention)."""
+are 0-based loop indices (LDAM-DRW's convention).
+
+Metric names have one rule (README.md, "Metric names"): a measurement of a split carries the split
+as its prefix, `train_` (the training images in eval mode, their features' NC metrics), `val_` or
+`test_`, e.g. `test_acc_all`, `val_acc_few`, `train_nc1`; the epoch's optimisation is unprefixed:
+`lr`, `loss` (the objective's mean over the epoch's batches) and its terms `loss_sup`,
+`loss_within`, `loss_between`, `loss_center`."""
 
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ class TrialDiverged(FloatingPointError):
 
 
 def _check_finite(epoch: int, metrics: dict[str, Any]) -> None:
-    bad = [f"{k} = {v}" for k, v in metrics.items() if k.endswith("loss") and isinstance(v, float) and not math.isfinite(v)]
+    bad = [f"{k} = {v}" for k, v in metrics.items() if k.startswith("loss") and isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise TrialDiverged.at(epoch, ", ".join(bad))
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ncstudy.data.build import StudyData
 from ncstudy.data.loader import DeviceSplit
-from ncstudy.engine.evaluation import evaluate_split
+from ncstudy.engine.evaluation import evaluate_split, prefixed
 from ncstudy.engine.state import TrialState
 
 
@@ -32,12 +32,11 @@ def measure_collapse(
     state: TrialState, train: DeviceSplit, test: DeviceSplit, data: StudyData, bf16: bool, rank: int, world_size: int,
     epoch: int,
 ) -> Measurement:  # fmt: skip
-    """NC metrics of the training features (unprefixed, as in trials.parquet) and of the test
-    features (test_*), test accuracy by group (acc_*), calibration; recorded in the NC history."""
+    """Every metric of the training split (train_*: accuracy, loss and calibration in eval mode, the
+    NC metrics of its features) and of the test split (test_*); the training features' NC metrics
+    also go to the NC history (unprefixed there: it holds nothing else)."""
     on_train = evaluate_split(state.model, train, data, bf16, rank, world_size, collapse=True)
     on_test = evaluate_split(state.model, test, data, bf16, rank, world_size, collapse=True)
-    metrics = {k: v for k, v in on_train.metrics.items() if is_collapse_key(k)}
-    metrics.update({f"train_{k}": v for k, v in on_train.metrics.items() if not is_collapse_key(k)})
-    metrics.update({k if k.startswith("acc_") else f"test_{k}": v for k, v in on_test.metrics.items()})
-    state.history.append({"epoch": epoch + 1, **{k: v for k, v in metrics.items() if is_collapse_key(k)}})
+    metrics = {**prefixed(on_train.metrics, "train_"), **prefixed(on_test.metrics, "test_")}
+    state.history.append({"epoch": epoch + 1, **{k: v for k, v in on_train.metrics.items() if is_collapse_key(k)}})
     return Measurement(metrics, on_train.collapse.mean_norms, on_train.collapse.angles_deg, on_test.per_class_accuracy)

@@ -87,7 +87,7 @@ def train_epoch(
         weight = state.class_weights(epoch, data.train_counts)
         state.loss.weight = None if weight is None else weight.to(device)
     model.train()
-    names = ("train_loss", "loss_sup", "loss_within", "loss_between", "loss_center")
+    names = ("loss", "loss_sup", "loss_within", "loss_between", "loss_center")
     totals = torch.zeros(len(names), dtype=torch.float64, device=device)  # on the device: no host sync per batch
     seen = 0
     order = epoch_order(data.train.labels, config.train.seed, epoch, config.data.sampler)
@@ -135,4 +135,4 @@ def crt_epoch(
         total += loss.detach().double()
         batches += 1
     mean = float(total) / max(batches, 1)
-    return {"lr": lr, "train_loss": mean, "loss_sup": mean}
+    return {"lr": lr, "loss": mean, "loss_sup": mean}

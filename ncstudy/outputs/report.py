@@ -39,12 +39,12 @@ from ncstudy.terms import recipe_label
 SEED = "param.train.seed"
 RATIO = "param.data.imbalance.ratio"
 VARIANT = "param.variant"
-GROUP_NC = ["nc1_many", "nc1_medium", "nc1_few", "min_angle_many_deg", "min_angle_medium_deg", "min_angle_few_deg",
-            "min_angle_many_few_deg"]  # fmt: skip
+GROUP_NC = [f"train_{name}" for name in ("nc1_many", "nc1_medium", "nc1_few", "min_angle_many_deg", "min_angle_medium_deg",
+                                         "min_angle_few_deg", "min_angle_many_few_deg")]  # fmt: skip
 MOST_CURVES = 6
 # the NC metrics whose paired differences a --baseline report gives: the mechanism of L_W (NC1) and
 # of L_B (the smallest angle, overall and between a head and a tail class)
-COLLAPSE_DIFFERENCES = ["nc1", "nc1_many", "nc1_few", "min_angle_deg", "min_angle_many_few_deg"]
+COLLAPSE_DIFFERENCES = ["train_nc1", "train_nc1_many", "train_nc1_few", "train_min_angle_deg", "train_min_angle_many_few_deg"]
 
 
 @dataclass
@@ -186,13 +186,14 @@ def study_figures(study: StudyResults, folder: Path) -> list[Path]:
             curves[label] = (arrays[0]["train_counts"], accuracy)
     if curves:
         written.append(accuracy_vs_count(curves, folder / "accuracy_vs_count.png"))
-    if "nc1" in study.epochs:
-        measured = study.epochs.dropna(subset=["nc1"]).merge(finished[["trial_id"]].assign(label=labels))
-        for key, ylabel, log in (("nc1", "NC1 (training features)", True), ("min_angle_deg", "smallest angle (degrees)", False)):
+    if "train_nc1" in study.epochs:
+        measured = study.epochs.dropna(subset=["train_nc1"]).merge(finished[["trial_id"]].assign(label=labels))
+        curves_of = (("train_nc1", "NC1 (training features)", True), ("train_min_angle_deg", "smallest angle (degrees)", False))
+        for key, ylabel, log in curves_of:
             means = measured[measured["label"].isin(best_labels)].groupby(["label", "epoch"])[key].mean()
             lines = {label: (means[label].index.tolist(), means[label].tolist()) for label in best_labels if label in means}
             if lines:
-                written.append(metric_curves(lines, ylabel, folder / f"{key}_over_epochs.png", log))
+                written.append(metric_curves(lines, ylabel, folder / f"{key.removeprefix('train_')}_over_epochs.png", log))
     metric = study.config.search.metric
     best = finished.sort_values(metric, ascending=study.config.search.mode == "min").iloc[0]
     file = _collapse_file(best)

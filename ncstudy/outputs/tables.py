@@ -39,12 +39,12 @@ from ncstudy.data.groups import GROUPS
 DASH = "-"
 PLUS_MINUS = "±"
 PARAM_DIGITS = 4  # significant digits of a parameter value in a label cell
-ACCURACY_COLUMNS = ["acc_all", *(f"acc_{g}" for g in GROUPS)]
-NC_COLUMNS = ["nc1", "nc2_equinorm", "nc2_equiangle", "nc2_maxangle", "nc3", "nc4", "min_angle_deg"]
+ACCURACY_COLUMNS = ["test_acc_all", *(f"test_acc_{g}" for g in GROUPS)]
+NC_COLUMNS = [f"train_{name}" for name in ("nc1", "nc2_equinorm", "nc2_equiangle", "nc2_maxangle", "nc3", "nc4", "min_angle_deg")]
 HEADERS = {
-    "acc_all": "All", "acc_many": "Many", "acc_medium": "Medium", "acc_few": "Few",
-    "nc1": "NC1", "nc2_equinorm": "NC2 equinorm", "nc2_equiangle": "NC2 equiangle",
-    "nc2_maxangle": "NC2 max-angle", "nc3": "NC3", "nc4": "NC4", "min_angle_deg": "min angle (deg)",
+    "test_acc_all": "All", "test_acc_many": "Many", "test_acc_medium": "Medium", "test_acc_few": "Few",
+    "train_nc1": "NC1", "train_nc2_equinorm": "NC2 equinorm", "train_nc2_equiangle": "NC2 equiangle",
+    "train_nc2_maxangle": "NC2 max-angle", "train_nc3": "NC3", "train_nc4": "NC4", "train_min_angle_deg": "min angle (deg)",
 }  # fmt: skip
 LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -115,7 +115,7 @@ def _label_header(column: str) -> str:
 
 
 def _is_accuracy(column: str) -> bool:
-    return column.startswith(("acc_", "val_acc_"))
+    return column.startswith(("train_acc_", "val_acc_", "test_acc_"))
 
 
 def _number(value: float, column: str, signed: bool = False) -> str:
@@ -172,7 +172,7 @@ def _mean_std_columns(
 def _group_header(trials: pd.DataFrame, column: str) -> str:
     """"Many (3)", or "Many (2-3)" when the class count differs across trials."""
     header = HEADERS.get(column, column)
-    counts_column = f"classes_{column.removeprefix('acc_')}"
+    counts_column = f"classes_{column.partition('_acc_')[2]}"
     counts = trials[counts_column].dropna() if counts_column in trials else pd.Series(dtype=float)
     if counts.empty:
         return header
@@ -180,7 +180,7 @@ def _group_header(trials: pd.DataFrame, column: str) -> str:
     return f"{header} ({low})" if low == high else f"{header} ({low}-{high})"
 
 
-def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "acc_all") -> Table:
+def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "test_acc_all") -> Table:
     """Head/medium/tail: a row per configuration, All / Many / Medium / Few as mean ± std over its
     trials in percent, n trials; best first by the mean of `sort_by` (higher is better)."""
     numbers = aggregate(trials, by, list(dict.fromkeys([*ACCURACY_COLUMNS, sort_by])))
@@ -261,7 +261,7 @@ def _ratio_order(pair: tuple[Any, Any]) -> tuple[bool, float]:
 def ablation_table(
     frames: Mapping[str, pd.DataFrame] | pd.DataFrame,
     variant_column: str | Sequence[str] = "variant",
-    metric: str = "acc_all",
+    metric: str = "test_acc_all",
     study_column: str = "study",
     ratio_column: str = "param.data.imbalance.ratio",
     higher_is_better: bool = True,

@@ -84,7 +84,7 @@ class StudyProgress(Callback):
         result = trial.last_result or {}
         epoch = int(result.get("epoch", 0))
         ended = "finished" if epoch >= self.epochs else f"stopped at epoch {epoch}/{self.epochs}"
-        groups = " ".join(f"{g} {_percent(result.get(f'acc_{g}'))}" for g in ("all", "many", "medium", "few"))
+        groups = " ".join(f"{g} {_percent(result.get(f'test_acc_{g}'))}" for g in ("all", "many", "medium", "few"))
         test = f"  test: {groups}" if epoch >= self.epochs else ""
         self._say(
             f"trial {trial.trial_id} {ended}  {self.metric} {_percent(result.get(self.metric))}{test}   "

@@ -50,7 +50,7 @@ SEED_PARAM = "train.seed"  # the training seed in a trial's params (ncstudy.stud
 VARIANT_PARAM = "variant"
 SHORT_NAMES = {"data.imbalance.ratio": "r"}
 SESSION_STRINGS = frozenset({"worker_nodes"})  # reported strings that change when a trial resumes: tags
-BEST_ACCURACIES = ("acc_all", "acc_many", "acc_medium", "acc_few")
+BEST_ACCURACIES = ("test_acc_all", "test_acc_many", "test_acc_medium", "test_acc_few")
 TRUNCATED = "...[truncated]"
 MAX_RUN_NAME_LENGTH = 250  # the run name column of MLflow's SQL stores (sqlite alone does not enforce it)
 # Characters MLflow refuses in a key (mlflow.utils.validation.validate_param_and_metric_name), and
@@ -273,7 +273,7 @@ class StudyTracker:
 
     def log_best(self, parent_run_id: str, trials: pd.DataFrame, metric: str, mode: str, prefix: str = "") -> None:
         """On the study's run, the best finished trial of `trials` (ncstudy.outputs.results.read_experiment's
-        table) by `metric` and `mode`: metrics `best_<metric>` and its test `best_acc_all/many/medium/few`,
+        table) by `metric` and `mode`: metrics `best_<metric>` and its test accuracies `best_test_acc_all/many/medium/few`,
         and tags `best.trial_id`, `best.run_id` (with an `mlflow_run_id` column) and `best.<key>` per
         searched parameter. Tags, not params: a resumed study that ends with a better trial logs
         again, and MLflow refuses to change a param. Nothing is logged without a finished trial.
