@@ -109,7 +109,7 @@ class ModelConfig(Strict):
     feature_dim: int = Field(64, ge=1, description="digits_cnn: dimension of the features h")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
     sync_batchnorm: bool = Field(
-        True, description="multi-worker trials on GPUs: BatchNorm statistics of the global batch (SyncBatchNorm)"
+        True, description="multi-worker trials: BatchNorm statistics of the global batch (SyncBatchNorm on GPUs, GlobalBatchNorm on CPUs)"
     )
 
 

@@ -161,3 +161,39 @@ def yaml_value(value) -> str:
     """A trials.parquet value as --set reads it: numpy scalars as Python's, NaN (a None) as null."""
     value = getattr(value, "item", lambda: value)()
     return "null" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
+
+
+@pytest.mark.slow  # 80 s on 2 cores: a Ray Train worker group
+def test_a_two_worker_ray_train_trial_gives_the_numbers_of_one_worker_with_the_global_batch(ray_session, tmp_path):
+    """Worker-count invariance end to end (docs/design.md, "Worker-count invariance"): one
+    configuration as a 2-worker Ray Train trial (DDP over gloo, 32 images per worker a step,
+    GlobalBatchNorm, the regularizers' global-batch sums) and through `ncstudy train` (one process,
+    64 images a step). 276 training images (ratio 50), so no worker drops an image. Stated tolerance:
+    every loss term, validation and test loss, and NC metric to a relative 1e-4 (gloo's all-reduce
+    and DDP's average sum in another order than one process: float32 differences of about 1e-6 a
+    step, grown over 2 epochs); accuracies to one image of their split."""
+    import os
+    import subprocess
+    import sys
+
+    overrides = ["train.epochs=2", "model.width=8", "metrics.every=1", "data.imbalance.ratio=50", "search.algorithm=grid",
+                 "search.space={}", "search.num_samples=1"]  # fmt: skip
+    study = load_study(QUICKSTART, [*overrides, "name=ddp2", "train.batch_size=32", "resources.num_workers=2",
+                                    "resources.cpus_per_worker=1", "resources.max_failures=0"])  # fmt: skip
+    outcome = run_study(study, tmp_path / "ray")
+    assert outcome.finished == 1, outcome
+    ray_epochs = pd.read_parquet(tmp_path / "ray" / "ddp2" / "epochs.parquet").set_index("epoch").sort_index()
+    assert ray_epochs["world_size"].tolist() == [2, 2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as each Train worker (cpus_per_worker 1)
+    command = [sys.executable, "-m", "ncstudy", "train", str(QUICKSTART), "--no-tracking", "--results", str(tmp_path / "one")]
+    settings = [*overrides, "name=one", "train.batch_size=64"]
+    done = subprocess.run([*command, *(a for o in settings for a in ("--set", o))], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = pd.read_parquet(tmp_path / "one" / "one" / "epochs.parquet").set_index("epoch").sort_index()
+    assert one["num_train"].tolist() == [276, 276] and one["world_size"].tolist() == [1, 1]
+    continuous = ["loss", "loss_sup", "loss_within", "loss_between", "val_loss", "test_loss", "train_nc1",
+                  "train_min_angle_deg", "test_nc1"]  # fmt: skip
+    pd.testing.assert_frame_equal(ray_epochs[continuous], one[continuous], rtol=1e-4, atol=1e-7)
+    for split, images in (("val", 200), ("test", 500)):
+        difference = (ray_epochs[f"{split}_acc_all"] - one[f"{split}_acc_all"]).abs().max()
+        assert difference <= 1 / images + 1e-9, (split, difference)

@@ -14,6 +14,7 @@ from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.data.build import StudyData
 from ncstudy.method.losses import build_loss, class_balanced_weights, drw_weights
 from ncstudy.models import build_model
+from ncstudy.models.global_batchnorm import convert_to_global_batchnorm
 from ncstudy.method.regularizers import ONE_WORKER, NeuralCollapseRegularizer, WorkerSum
 
 
@@ -38,8 +39,11 @@ class TrialState:
         self.model = build_model(config.model, data.in_channels, data.num_classes).to(device)
         if device.type == "cuda" and config.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if workers.world_size > 1 and config.model.sync_batchnorm and device.type == "cuda":
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state-dict keys
+        if workers.world_size > 1 and config.model.sync_batchnorm:  # the global batch's statistics
+            if device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state-dict keys
+            else:  # SyncBatchNorm runs only on accelerators
+                self.model = convert_to_global_batchnorm(self.model, workers.group)
         generator = torch.Generator().manual_seed(config.train.seed + 1)
         self.regularizer = NeuralCollapseRegularizer(
             config.regularizer, data.num_classes, self.model.feature_dim, generator, workers

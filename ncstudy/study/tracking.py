@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
@@ -336,7 +337,7 @@ class TrialRunLog:
         self._logged_params.update(new_params)
         if self.data is not None and not self._logged_dataset and "data_fingerprint" in values:
             dataset = training_dataset(self.data, values["data_fingerprint"], int(values.get("num_train", 0)))
-            client.log_inputs(self.run_id, datasets=[dataset])
+            log_dataset_input(client, self.run_id, dataset)
             self._logged_dataset = True
 
     def log_final(self, checkpoint_folder: Path) -> None:
@@ -349,6 +350,20 @@ class TrialRunLog:
             trial_figures(arrays, Path(figures))
             client.log_artifacts(self.run_id, figures, artifact_path=FIGURES)
         client.log_artifact(self.run_id, str(arrays))
+
+
+def log_dataset_input(client: MlflowClient, run_id: str, dataset: DatasetInput, attempts: int = 3) -> None:
+    """`client.log_inputs`, again if a concurrent trial created the same dataset first. MLflow's SQL
+    store looks a dataset up, then inserts it, so two trials of one data split logging at once can
+    both insert it and one fails on the store's unique key (experiment, name, digest); the retry
+    finds the row the other committed and only links it to the run."""
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=[dataset])
+            return
+        except MlflowException as error:
+            if "UNIQUE constraint failed" not in str(error) or attempt == attempts - 1:
+                raise
 
 
 def logged_epochs(client: MlflowClient, run_id: str) -> int:
