@@ -43,7 +43,7 @@ param.train.seed and param.data.imbalance.ratio added, as a study's trials have 
 seeds), head/medium/tail accuracy and the NC metrics, each made by ncstudy.outputs.tables as
 `ncstudy report` makes them for a study with variants, under a header giving the device, epochs,
 seeds, wall time and whether the recipe was shortened. The JSON record (per-trial final numbers,
-epochs, wall times, the GPU's name, the calibration) goes to results/bench/table7.json and, if $OUT is
+epochs, wall times, the GPU's name, the calibration, the trials' predicted and actual time) goes to results/bench/table7.json and, if $OUT is
 set, to $OUT/table7.json with $OUT/table7-report.md and $OUT/table7-trials.parquet.
 
 `--smoke` runs on the CPU through the same code: CIFAR-10-LT with n_max 100 (242 training images), a
@@ -360,7 +360,12 @@ def report_markdown(record: dict, tables: dict[str, Table], config: StudyConfig)
     ran = [*record.get("calibration_trials", []), *record["trials"]]
     failed = [f"`{t['name']}` ({last_line(t['error'])})" for t in ran if t["returncode"] != 0]
     finished = sum(t["returncode"] == 0 for t in record["trials"])
-    calibration = f" (calibration {record['calibration']['wall_s']:.0f} s)" if "calibration" in record else ""
+    phases = []
+    if "calibration" in record:
+        phases.append(f"calibration {record['calibration']['wall_s']:.0f} s")
+    if "run_s" in record:
+        phases.append(f"trials {record['run_s']:.0f} s" + (f", predicted {record['predicted_s']:.0f} s" if "predicted_s" in record else ""))
+    calibration = f" ({'; '.join(phases)})" if phases else ""
     lines = [
         f"# Table 7 of Liu et al. (AISTATS 2023) on one device: CIFAR-10-LT r={IMBALANCE_RATIO}", "",
         f"- device: {record['device_name']}; each trial an `ncstudy train` process, {record['parallel']} at a time",
@@ -517,7 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         record["schedule"] = schedule_settings(config, epochs)
         folder = args.results / "trials"
         commands = {t: train_command(trial_settings(t, epochs, extra), args.device, folder) for t in trials}
+        begun = time.time()
         outcomes = run_packed(commands, folder, args.parallel, deadline, Progress(started, "trial", folder, True))
+        record["run_s"] = time.time() - begun  # against predicted_s
     record["epochs"] = epochs or 0
     return write_outputs(record, outcomes, config, started, args)
 
