@@ -30,7 +30,7 @@ is predicted to take the calibration's wall time (start-up included, counted onc
 is the largest, up to the recipe's 200 and `--max-epochs`, predicted within 90% of the budget left
 (less 20 s for the report). The start-up is overestimated when the decode cache was cold (the
 calibration fills it). The choice is printed and recorded as said, e.g. "200-epoch trials do not fit
-in 420 s: ran 57 epochs"; `--epochs E` skips the calibration. A shortened run scales the recipe's
+in 420 s: ran E epochs"; `--epochs E` skips the calibration. A shortened run scales the recipe's
 epoch settings by E / 200 (rounded) so it keeps the recipe's shape, as
 studies/ablation_cifar10_lt_cpu.yaml does by hand: train.warmup_epochs (at least 1),
 train.milestones, loss.drw_epoch and regularizer.start_epoch (kept before the last epoch), and
@@ -53,8 +53,9 @@ to results/table7-smoke and table7-smoke.json. Its numbers are not CIFAR-10-LT r
 
 On the device machine python3 (3.12) has torch, numpy, pyarrow, pillow and pyyaml; this script and
 `ncstudy train --no-tracking --no-figures` also need pydantic and pandas (ncstudy.outputs.tables
-imports scipy only for paired differences, which this script does not write). Carry them as wheels;
-in the repository root here, once:
+imports scipy only for paired differences, which this script does not write). The device notes'
+package list (2026-11-17) names pandas too; the carried wheel pins the version tested here. Carry
+them as wheels; in the repository root here, once:
 
     echo /.whl/ >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -248,7 +249,7 @@ def most_epochs_that_fit(seconds: float, longest: int, predict: Callable[[int], 
 
 
 def epochs_note(recipe: int, fits: int, chosen: int, budget_s: float, max_epochs: int) -> str:
-    """What was chosen and why, plainly: "200-epoch trials do not fit in 420 s: ran 57 epochs"."""
+    """What was chosen and why, plainly: "200-epoch trials do not fit in 420 s: ran E epochs"."""
     verdict = "fit" if fits >= recipe else "do not fit"
     capped = f" (--max-epochs {max_epochs}; {fits} would fit)" if chosen < min(fits, recipe) else ""
     return f"{recipe}-epoch trials {verdict} in {budget_s:.0f} s: ran {chosen} epochs{capped}"
