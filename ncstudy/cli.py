@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when one is visible, else cpu")
     train.add_argument("--no-tracking", dest="tracking", action="store_false", help="no MLflow run (MLflow need not be installed)")
     train.add_argument("--restart", action="store_true", help="replace an earlier `train` folder of the same name")
+    train.add_argument("--no-figures", dest="figures", action="store_false", help="no figures/ at the end (matplotlib need not be installed)")
 
     resume = commands.add_parser("resume", help="continue an interrupted study", description="Continue an interrupted study to its planned trial count.")
     resume.add_argument("name", help="the study name (a folder under --results)")
@@ -130,14 +131,15 @@ def _train(args: argparse.Namespace) -> int:
     for name in ("mlflow", "alembic"):  # schema migrations log at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        outcome = train_single(study, args.results, args.device, args.tracking, args.restart)
+        outcome = train_single(study, args.results, args.device, args.tracking, args.restart, args.figures)
     except TrialDiverged as error:  # a result of the settings, not a bug: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return EXIT_TRIALS_FAILED
     last = outcome.last
     groups = "  ".join(f"{g} {100 * last[f'test_acc_{g}']:.1f}" for g in ("all", "many", "medium", "few"))
     print(f"test accuracy  {groups}")
-    print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}, {outcome.folder / 'figures'}/")
+    figures = f", {outcome.folder / 'figures'}/" if args.figures else ""
+    print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}{figures}")
     if outcome.tracking_uri:
         print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")
     return 0

@@ -6,7 +6,8 @@ It writes what a study writes for one trial, so `ncstudy report NAME` reads it l
 RESULTS/<name>/study.yaml, epochs.parquet (a row per epoch, the same columns as a study's) and
 trials.parquet (one row, trial 0), both rewritten after every epoch with status `unfinished` until
 the last epoch makes it `finished`; checkpoint/ (ncstudy.engine.checkpoint, replaced after every
-epoch); figures/ of the trial at the end; and one MLflow run unless `--no-tracking`.
+epoch); figures/ of the trial at the end unless `--no-figures` (then matplotlib is never imported); and
+one MLflow run unless `--no-tracking`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def prepare_folder(results: Path, name: str, restart: bool) -> Path:
 
 
 def train_single(
-    study: StudyConfig, results: Path, device: str | None = None, tracking: bool = True, restart: bool = False
+    study: StudyConfig, results: Path, device: str | None = None, tracking: bool = True, restart: bool = False,
+    figures: bool = True,
 ) -> SingleRunOutcome:
     """Train the study's base config once; see the module docstring for what it writes."""
     target = choose_device(device)
@@ -95,7 +97,8 @@ def train_single(
         raise
     if run_log is not None:
         finish_tracking(run_log, folder, "FINISHED")
-    trial_figures(folder / "checkpoint" / COLLAPSE_FILE, folder / "figures")
+    if figures:
+        trial_figures(folder / "checkpoint" / COLLAPSE_FILE, folder / "figures")
     return SingleRunOutcome(folder, rows[-1], uri)
 
 

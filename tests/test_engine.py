@@ -59,6 +59,16 @@ def test_train_runs_without_ray_mlflow_or_optuna(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_train_no_figures_runs_without_matplotlib(tmp_path):
+    """`--no-figures` (a GPU machine without matplotlib, benchmarks/table7_device.py) draws nothing."""
+    args = ["train", str(QUICKSTART), *SMALL, "--no-tracking", "--no-figures", "--results", str(tmp_path)]
+    done = without(("ray", "mlflow", "optuna", "matplotlib"), f"from ncstudy.cli import main\nsys.exit(main({args!r}))")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    folder = tmp_path / "quickstart"
+    assert pd.read_parquet(folder / "trials.parquet")["status"].tolist() == ["finished"]
+    assert not (folder / "figures").exists() and "figures/" not in done.stdout
+
+
 def test_train_tracks_one_run_and_the_report_reads_its_folder(tmp_path, capsys):
     import mlflow
 

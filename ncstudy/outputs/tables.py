@@ -12,7 +12,8 @@ differences against a baseline, neural-collapse metrics; each rendered as Markdo
   Learning" (AISTATS 2023): a row per method variant, a column per data set x imbalance ratio.
 - Differences against a baseline pair the trials by seed (the same seed draws the same subset and
   initialisation) and give Student's t interval, mean ± t_{(1+c)/2, n-1} * sd / sqrt(n), with the
-  quantile from scipy.stats.t (scipy comes with scikit-learn, a dependency of ncstudy).
+  quantile from scipy.stats.t (scipy comes with scikit-learn, a dependency of ncstudy; imported only
+  there, so the other tables need no scipy: benchmarks/table7_device.py writes them where it is absent).
 - NC1-NC4 of Papyan, Han & Donoho (PNAS 2020) as ncstudy.method.metrics computes them, 3 significant digits.
 - LaTeX uses the booktabs rules (\\toprule, \\midrule, \\bottomrule).
 
@@ -30,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ncstudy.atomic import replaced_atomically
 from ncstudy.outputs.formatting import missing, value_text
@@ -103,6 +103,8 @@ def t_interval(differences: np.ndarray, confidence: float = 0.95) -> tuple[float
     mean = float(np.mean(differences)) if n else math.nan
     if n < 2:
         return mean, math.nan, math.nan
+    from scipy import stats
+
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * np.std(differences, ddof=1) / math.sqrt(n)
     return mean, mean - half, mean + half
 
