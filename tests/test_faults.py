@@ -23,9 +23,8 @@ PATHS = pytest.mark.parametrize(
 )
 
 
-def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_once(tmp_path, workers=1):
-    """On the single-worker path only: a Ray Train trial's restore from its checkpoint is the worker
-    kill below; running this one on both paths would add minutes to CI's slow run for nothing new."""
+@pytest.mark.parametrize("workers", [1, 2], ids=["single-worker", "ray-train"])
+def test_driver_killed_after_the_first_trial_then_resume_completes_every_trial_once(tmp_path, workers):
     results, log = tmp_path / "results", tmp_path / "run.log"
     run = cli("run", "studies/quickstart.yaml", "--set", "name=killed", "--set", "search.num_samples=3", *QUICK,
               "--set", f"resources.num_workers={workers}", results=results, log=log)  # fmt: skip
