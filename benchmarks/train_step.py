@@ -36,9 +36,9 @@ from benchmarks.harness import CIFAR_LT, FirstBatches, cifar_overrides, study_fr
 from benchmarks.loader import PilCifar
 from ncstudy.data.build import build_data, device_splits
 from ncstudy.data.loader import channel_stats
-from ncstudy.models.resnet_cifar import resnet32
 from ncstudy.engine.state import TrialState
 from ncstudy.engine.step import train_epoch
+from ncstudy.models.resnet_cifar import resnet32
 
 CE_ONLY = ["loss.reweight=none", "regularizer.lambda_within=0", "regularizer.lambda_between=0"]
 

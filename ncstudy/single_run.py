@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.engine.checkpoint_files import COLLAPSE_FILE
 from ncstudy.config import StudyConfig, check_study_name, dump_yaml
 from ncstudy.data.build import build_data, device_splits
 from ncstudy.engine.checkpoint import write_checkpoint
+from ncstudy.engine.checkpoint_files import COLLAPSE_FILE
 from ncstudy.engine.loop import EpochEnd, Splits, run_epochs, static_metrics
 from ncstudy.engine.state import TrialState
 from ncstudy.errors import StudyError

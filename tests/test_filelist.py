@@ -7,10 +7,10 @@ from PIL import Image
 
 from ncstudy.config import StudyConfig
 from ncstudy.data.build import build_data, device_splits
-from ncstudy.errors import StudyError
 from ncstudy.engine.evaluation import evaluate_split
 from ncstudy.engine.state import TrialState
 from ncstudy.engine.step import train_epoch
+from ncstudy.errors import StudyError
 
 COUNTS = {"train": [12, 6, 3], "val": [2, 2, 2], "test": [3, 3, 3]}
 

@@ -128,8 +128,8 @@ def test_the_optuna_objective_is_named_by_the_metric_when_created_and_when_resto
 
 # ------------------------------------------------------------------------------------------- strata
 
-from ncstudy.study.search import StratifiedSearch, searcher_and_space  # noqa: E402
 from ncstudy.strata import optuna_study_names, strata  # noqa: E402
+from ncstudy.study.search import StratifiedSearch, searcher_and_space  # noqa: E402
 
 RATIOS = {"data.imbalance.ratio": [10, 50, 100]}
 WEIGHTS = {

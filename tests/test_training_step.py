@@ -12,9 +12,9 @@ from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.engine.recipe import Mix
-from ncstudy.method.regularizers import NeuralCollapseRegularizer, SampleClasses
 from ncstudy.engine.state import regularizer_phase
 from ncstudy.engine.step import sample_classes, training_step
+from ncstudy.method.regularizers import NeuralCollapseRegularizer, SampleClasses
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ncstudy.config import RegularizerConfig, StudyConfig
-from ncstudy.method.regularizers import NeuralCollapseRegularizer, WorkerSum
 from ncstudy.engine.step import training_step
+from ncstudy.method.regularizers import NeuralCollapseRegularizer, WorkerSum
 
 K, P, BATCH, STEPS = 10, 5, 12, 2
 CASES = {

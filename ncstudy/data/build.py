@@ -30,9 +30,9 @@ from ncstudy.data.sources import (
     load_digits_source,
     load_parquet_source,
 )
+from ncstudy.data.groups import frequency_groups
 from ncstudy.data_root import DATA_PATH_KEYS, data_root_hint, resolved_data_paths
 from ncstudy.errors import StudyError
-from ncstudy.data.groups import frequency_groups
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.engine.checkpoint_files import CHECKPOINT_FILE, COLLAPSE_FILE
 from ncstudy.data.build import StudyData
+from ncstudy.data.groups import GROUPS
+from ncstudy.engine.checkpoint_files import CHECKPOINT_FILE, COLLAPSE_FILE
 from ncstudy.engine.measure import Measurement
 from ncstudy.engine.state import TrialState
-from ncstudy.data.groups import GROUPS
 
 
 def write_checkpoint(folder: Path, state: TrialState, epoch: int, final: Measurement | None, data: StudyData) -> None:

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncstudy.data.build import StudyData
-from ncstudy.data.loader import DeviceSplit
 from ncstudy.data.groups import GROUPS
-from ncstudy.method.metrics import nc4_mismatches
-from ncstudy.models.heads import CosineHead
-from ncstudy.method.nc_stream import ClassMoments, GroupCollapse, group_collapse
+from ncstudy.data.loader import DeviceSplit
 from ncstudy.engine.recipe import autocast
+from ncstudy.method.metrics import nc4_mismatches
+from ncstudy.method.nc_stream import ClassMoments, GroupCollapse, group_collapse
+from ncstudy.models.heads import CosineHead
 
 ECE_BINS = 15
 EVAL_BATCH = 1024

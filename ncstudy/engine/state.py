@@ -13,9 +13,9 @@ from torch import nn
 from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.data.build import StudyData
 from ncstudy.method.losses import build_loss, class_balanced_weights, drw_weights
+from ncstudy.method.regularizers import ONE_WORKER, NeuralCollapseRegularizer, WorkerSum
 from ncstudy.models import build_model
 from ncstudy.models.global_batchnorm import convert_to_global_batchnorm
-from ncstudy.method.regularizers import ONE_WORKER, NeuralCollapseRegularizer, WorkerSum
 
 
 def regularizer_phase(epoch: int, config: RegularizerConfig) -> str:

@@ -24,8 +24,8 @@ from ncstudy.engine.checkpoint_files import COLLAPSE_FILE
 from ncstudy.config import (
     Choice, Grid, IntRange, LogUniform, StudyConfig, Uniform, check_study_name, load_study, with_params,
 )  # fmt: skip
-from ncstudy.errors import StudyError
 from ncstudy.data.groups import frequency_groups
+from ncstudy.errors import StudyError
 from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmap, best_by_stratum, metric_curves, norm_bars, optuna_figures
 from ncstudy.outputs.formatting import value_text
 from ncstudy.outputs.results import read_experiment, write_text

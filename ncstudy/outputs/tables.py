@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.outputs.formatting import missing, value_text
 from ncstudy.data.groups import GROUPS
+from ncstudy.outputs.formatting import missing, value_text
 
 DASH = "-"
 PLUS_MINUS = "±"

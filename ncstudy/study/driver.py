@@ -17,17 +17,17 @@ import pandas as pd
 import ray
 from ray import tune
 
-from ncstudy.study.cluster import check_resources, check_shared_results, init_ray
 from ncstudy.config import StudyConfig, check_study_name, dump_yaml, load_study, space_candidates, with_params
 from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
 from ncstudy.errors import StudyError
-from ncstudy.study.interrupt import INTERRUPTION
-from ncstudy.study.progress import StudyProgress
 from ncstudy.outputs.report import build_report
 from ncstudy.outputs.results import ReportLog, read_experiment, write_parquet, write_text
-from ncstudy.study.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.strata import optuna_study_names, strata, stratum_slug
+from ncstudy.study.cluster import check_resources, check_shared_results, init_ray
+from ncstudy.study.interrupt import INTERRUPTION
+from ncstudy.study.progress import StudyProgress
+from ncstudy.study.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.outputs.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
     write_tracking,
