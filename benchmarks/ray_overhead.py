@@ -27,6 +27,13 @@ images, 10 batches of 128 per epoch), `--epochs` 15, NC metrics and test accurac
 and at the end (about two and a half minutes bare on 2 quiet cores). `--trial digits` runs the
 12-epoch quick-start trial instead (under a second of epochs: the fixed cost alone, quickly);
 `--smoke` a 2-epoch digits trial.
+
+The fixed cost above is that of a one-trial study: the study's own start and end (preflight, the
+Optuna study, the parent MLflow run, the result tables, figures and report) count in it. `--marginal
+K` also runs the study with K identical trials one after another and reports what each trial after
+the first adds outside its epochs, ((wall - epochs) of K trials - (wall - epochs) of 1) / (K - 1):
+the per-trial cost a study of many trials pays (later trials reuse the trial actor, as in any study
+whose trials run one at a time without ASHA).
 """
 
 from __future__ import annotations
@@ -73,14 +80,25 @@ def run_bare(study: StudyConfig, cpus: int) -> dict:
     return {"wall_s": wall, "epoch_time_sum_s": sum(r["epoch_time_s"] for r in reports), "val_acc_all": reports[-1]["val_acc_all"]}
 
 
-def run_ray(study: StudyConfig, cpus: int) -> dict:
+def run_ray(study: StudyConfig, cpus: int, expected_trials: int = 1) -> dict:
     with study_on_local_ray(study, cpus, "bench-ray-") as run:
-        if run.outcome.finished != 1:
+        if run.outcome.finished != expected_trials:
             raise RuntimeError(f"the Ray trial did not finish: {run.outcome}")
         epochs = pd.read_parquet(run.folder / study.name / "epochs.parquet")
         trials = pd.read_parquet(run.folder / study.name / "trials.parquet")
     return {"ray_init_s": run.ray_init_s, "wall_s": run.wall_s, "epoch_time_sum_s": float(epochs["epoch_time_s"].sum()),
-            "val_acc_all": float(trials["val_acc_all"].iloc[0])}  # fmt: skip
+            "val_acc_all": float(trials["val_acc_all"].iloc[0]), "trials": len(trials)}  # fmt: skip
+
+
+def marginal_cost(study: StudyConfig, cpus: int, trials: int, one_trial_outside_s: float) -> dict:
+    """What each trial after the first adds outside its epochs, in a study of `trials` identical trials."""
+    many = study.model_copy(update={"search": study.search.model_copy(update={"num_samples": trials, "max_concurrent": 1})})
+    run = run_ray(many, cpus, trials)
+    marginal = (run["wall_s"] - run["epoch_time_sum_s"] - one_trial_outside_s) / (trials - 1)
+    print(f"{trials} trials one after another: {run['wall_s']:.1f} s, {run['epoch_time_sum_s']:.1f} s of epochs; "
+          f"each trial after the first adds {marginal:.1f} s outside its epochs (target <= {FIXED_TARGET_S:g} s: "
+          f"{'met' if marginal <= FIXED_TARGET_S else 'missed'})")  # fmt: skip
+    return {"marginal_trials": trials, "marginal_run": run, "marginal_per_trial_s": marginal}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -92,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=1, help="bare/Ray pairs, order alternating")
     parser.add_argument("--parquet", type=Path, default=CIFAR_PARQUET)
     parser.add_argument("--smoke", action="store_true", help="a 2-epoch digits trial")
+    parser.add_argument("--marginal", type=int, default=0, metavar="K", help="also a study of K trials: the cost each adds")
     args = parser.parse_args(argv)
     if args.smoke:
         args.trial, args.epochs = "digits", 2
@@ -133,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
         "bare_outside_loop_s": bare_outside, "ray_outside_loop_s": ray_outside,
         "fixed_per_trial_s": fixed, "fixed_per_trial_target_s": FIXED_TARGET_S,
     }  # fmt: skip
+    if args.marginal > 1:
+        record.update(marginal_cost(study, args.cpus, args.marginal, ray_outside))
     print(f"written: {write_result('ray_overhead-smoke' if args.smoke else 'ray_overhead', record)}")
     return record
 
