@@ -190,3 +190,19 @@ def test_concurrent_trials_of_one_split_each_log_its_dataset_input(tmp_path):
     for run in runs:
         names = sorted(d.dataset.name for d in client.get_run(run).inputs.dataset_inputs)
         assert names == sorted(f"digits-LT r={10 + n}" for n in range(4)), names
+
+
+def test_the_tracker_builds_mlflow_s_filter_lexer_before_any_signal_can_interrupt_it(tmp_path):
+    """sqlparse registers its lexer before adding its rules; a Ctrl-C in between (CI: the second
+    Ctrl-C test) left every later MLflow search failing with "Invalid clause(s)". A fresh process
+    that makes a StudyTracker has the lexer complete before any search runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sqlparse.lexer as lx\nfrom ncstudy.study.tracking import StudyTracker\n"
+        f"StudyTracker('sqlite:///{tmp_path / 'm.db'}', 'x')\n"
+        "print(lx.Lexer._default_instance is not None and len(lx.Lexer._default_instance._SQL_REGEX) > 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]

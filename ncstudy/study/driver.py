@@ -248,15 +248,25 @@ def _fit_and_finish(tuner: tune.Tuner, study: StudyConfig, paths: StudyPaths, tr
             tuner.fit()
         return _finish(study, paths, tracker, parent_run_id)
     except KeyboardInterrupt:
-        tracker.close_interrupted(parent_run_id)
-        tracker.finish(parent_run_id, "KILLED")
-        write_state(paths, "interrupted")
+        _stop_interrupted(tracker, paths, parent_run_id)
         raise
-    except BaseException:
+    except BaseException as error:
+        if INTERRUPTION.stopped_at_once:
+            # The KeyboardInterrupt landed inside a library call that turned it into its own error:
+            # sqlite3 reports an interrupted query as OperationalError, which MLflow wraps in an
+            # MlflowException. It is still the user's Ctrl-C: exit 130, state interrupted.
+            _stop_interrupted(tracker, paths, parent_run_id)
+            raise KeyboardInterrupt from error
         tracker.close_interrupted(parent_run_id)
         tracker.finish(parent_run_id, "FAILED")
         write_state(paths, "failed")
         raise
+
+
+def _stop_interrupted(tracker: StudyTracker, paths: StudyPaths, parent_run_id: str) -> None:
+    tracker.close_interrupted(parent_run_id)
+    tracker.finish(parent_run_id, "KILLED")
+    write_state(paths, "interrupted")
 
 
 def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str) -> StudyOutcome:

@@ -22,6 +22,7 @@ class Interruption:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.stopped_at_once = False  # a signal raised KeyboardInterrupt (a second one, or none in Tune's loop)
         self._tune_running = False
         self._installed = False
 
@@ -74,6 +75,7 @@ class Interruption:
             )  # fmt: skip
             os.kill(os.getpid(), signal.SIGUSR1)
             return
+        self.stopped_at_once = True
         raise KeyboardInterrupt
 
 

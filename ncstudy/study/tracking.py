@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+import sqlparse.lexer  # MLflow's search-filter parser (see StudyTracker)
 
 from ncstudy.engine.checkpoint_files import COLLAPSE_FILE, FIGURES
 from ncstudy.outputs.figures import trial_figures
@@ -214,6 +215,11 @@ class StudyTracker:
         self.experiment = experiment
         self.artifact_root = artifact_root
         self._experiment_id: str | None = None
+        # MLflow parses search filters with sqlparse, whose lexer is built on first use and registered
+        # before its rules are added: a Ctrl-C arriving in between left an empty lexer for the rest
+        # of the process, so the interrupted driver's clean-up search failed ("Invalid clause(s)")
+        # and it exited 1, not 130. Built here, before any trial runs.
+        sqlparse.lexer.Lexer.get_default_instance()
 
     @property
     def client(self) -> MlflowClient:
