@@ -44,7 +44,7 @@ after every stage, to results/bench/gpu.json and, if $OUT is set, $OUT/gpu.json.
 script warns and runs on the CPU (fp32, no channels_last, compile skipped unless `--modes` names it),
 which is what `--smoke` is for (n_max 100: 242 training images, 2 batches an epoch; one epoch from
 the loader and one of resident batches per trial; validation and test cut to their first 1,024
-images; pack 1 and 2 for 2 s; written to gpu-smoke.json).
+images (4 evaluation batches); pack 1 and 2 for 2 s; written to gpu-smoke.json).
 
 On the device machine its python3 (3.12) has torch, numpy, pyarrow, pillow and pyyaml but not
 pydantic, which ncstudy.config needs (the engine is configured by a StudyConfig). Carry it as
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         args.epochs, args.warmup_epochs, args.resident_epochs = 1, 0, 1
         args.pack, args.pack_warmup, args.pack_seconds = [1, 2], 2, 2.0
-        eval_cut, data_overrides = 1, SMOKE_DATA
+        eval_cut, data_overrides = 1024 // EVAL_BATCH, SMOKE_DATA
     parquet = args.parquet if (args.parquet / "train.parquet").exists() else CIFAR_PARQUET
     device = pick_device()
     modes = args.modes or (list(MODES) if device.type == "cuda" else ["none"])

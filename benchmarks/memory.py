@@ -27,7 +27,7 @@ trials: the two workers and the object store); (2) the study PSS of the two-tria
 the one-trial run's by about one worker's private memory plus any other per-trial actors
 ("trial_actors": none for a single-worker trial), not by another "data". A worker's private memory
 (RssAnon) is mostly compute: the Python runtime, Ray's and Tune's libraries, model, optimizer, the
-activations of 1024-image evaluation batches and the allocator's caches, plus its own gather of the
+activations of 256-image evaluation batches (ncstudy.engine.evaluation.EVAL_BATCH) and the allocator's caches, plus its own gather of the
 long-tailed subset (12,406 x 3 KiB = 36 MiB at full size). No timing is involved; the machine's load
 does not change these numbers much, but the polling can miss a worker's last fraction of a second.
 

@@ -95,10 +95,10 @@ def train_single(
         if run_log is not None:
             finish_tracking(run_log, folder, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
-    if run_log is not None:
-        finish_tracking(run_log, folder, "FINISHED")
     if figures:
         trial_figures(folder / "checkpoint" / COLLAPSE_FILE, folder / "figures")
+    if run_log is not None:
+        finish_tracking(run_log, folder, "FINISHED")
     return SingleRunOutcome(folder, rows[-1], uri)
 
 
@@ -117,19 +117,19 @@ def write_tables(folder: Path, rows: list[dict[str, Any]], total_epochs: int) ->
 
 def start_tracking(study: StudyConfig, results: Path, folder: Path):
     """One MLflow run (not nested: there is no study around it), named and tagged as `ncstudy train`'s."""
-    from ncstudy.study.tracking import StudyTracker, TrialRunLog, tracking_uri
+    from ncstudy.study.tracking import TrialRunLog, study_tracker
 
-    uri = tracking_uri(study.tracking.uri, results)
-    tracker = StudyTracker(uri, study.tracking.experiment or study.name, artifact_root=None if study.tracking.uri else results / "mlartifacts")
+    tracker = study_tracker(study, results)
     run_id = tracker.start_study(study.name, study.model_dump(mode="json"), folder / "study.yaml")
     tracker.client.set_tag(run_id, "ncstudy.runner", "train")
-    return TrialRunLog(uri, run_id, study.data.model_dump(mode="json")), uri
+    return TrialRunLog(tracker.uri, run_id, study.data.model_dump(mode="json")), tracker.uri
 
 
 def finish_tracking(run_log, folder: Path, status: str) -> None:
-    """The final checkpoint's figures and arrays (when it finished), then the run's status."""
+    """The final checkpoint's arrays and the figures drawn from them (when it finished; none with
+    `--no-figures`), then the run's status."""
     from mlflow.tracking import MlflowClient
 
     if status == "FINISHED":
-        run_log.log_final(folder / "checkpoint")
+        run_log.log_final(folder / "checkpoint", figures=folder / "figures")
     MlflowClient(tracking_uri=run_log.uri).set_terminated(run_log.run_id, status=status)

@@ -6,12 +6,17 @@ import sys
 
 import pytest
 
-# The trial driver and the Train controller unpickle ncstudy.study.trial's functions; the Train workers also
-# import the training code, and ncstudy.models needs torchvision only for the ImageNet backbones.
+# The trial actors and the Train controller unpickle ncstudy.study.trial's functions; a single-worker
+# trial's actor and the Train workers also import the training code, and ncstudy.models needs
+# torchvision only for the ImageNet backbones. MLflow is the driver's alone (ncstudy.study.trial_runs).
 HEAVY = {
-    "ncstudy.study.trial": ["ncstudy.study.train_worker", "ncstudy.study.driver", "ncstudy.outputs.report", "optuna", "matplotlib", "torchvision"],
-    "ncstudy.study.train_worker": ["torchvision", "matplotlib", "mlflow", "optuna", "ncstudy.study.driver"],
-}
+    "ncstudy.study.trial": [
+        "ncstudy.study.train_worker", "ncstudy.study.driver", "ncstudy.outputs.report", "optuna", "matplotlib", "torchvision",
+        "mlflow", "sqlalchemy",
+    ],
+    "ncstudy.study.in_trial": ["torchvision", "matplotlib", "mlflow", "sqlalchemy", "optuna", "ncstudy.study.driver"],
+    "ncstudy.study.train_worker": ["torchvision", "matplotlib", "mlflow", "sqlalchemy", "optuna", "ncstudy.study.driver"],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("module", sorted(HEAVY))

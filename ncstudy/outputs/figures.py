@@ -4,9 +4,9 @@
   imbalance the tail classes' means crowd together, "minority collapse", Fang et al., PNAS 2021).
 - `norm_bars`: norms of the centred class means by class, coloured by frequency group (Figure 3).
 - `nc_curves`: NC1, NC2 and the smallest angle over epochs (Papyan, Han & Donoho, PNAS 2020, Fig. 6-7).
-- `trial_figures`: those three for one trial, from its final checkpoint's arrays (drawn by the
-  MLflow logging once training has ended: the Train controller, a single-worker trial's actor after
-  its last epoch, or `ncstudy train`; never by the engine or a DDP worker).
+- `trial_figures`: those three for one trial, from its final checkpoint's arrays (drawn once
+  training has ended, by the study driver as it logs the trial's MLflow run,
+  ncstudy.study.trial_runs, or by `ncstudy train`; never in a process that trains).
 - `accuracy_vs_count`: per-class test accuracy against training count (log x), one line per variant.
 - `optuna_figures`: Optuna's optimization history, parameter importances and parallel coordinates.
 - `best_by_stratum`: the best value of each searched parameter against the stratum's value (one

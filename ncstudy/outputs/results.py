@@ -140,8 +140,9 @@ def read_experiment(tune_folder: Path, total_epochs: int) -> tuple[pd.DataFrame,
         row = {"trial": len(trial_rows), "trial_id": trial_id, "status": status, "epochs_done": len(by_epoch), "error": error}
         row.update({f"param.{k}": v for k, v in params.items()})
         row.update({k: v for k, v in last.items() if k not in TUNE_BOOKKEEPING and k != "trial_id"})
-        if last.get("checkpoint_dir_name") and "checkpoint_path" not in last:  # a single-worker trial's, kept by Tune
-            row["checkpoint_path"] = str(folder / last["checkpoint_dir_name"])
+        checkpoint = checkpoint_folder(folder, last)
+        if checkpoint is not None:
+            row["checkpoint_path"] = checkpoint
         trial_rows.append(row)
         if by_epoch:
             kept = [{k: v for k, v in by_epoch[e].items() if k not in TUNE_BOOKKEEPING | {"trial_id"}} for e in sorted(by_epoch)]
@@ -150,6 +151,17 @@ def read_experiment(tune_folder: Path, total_epochs: int) -> tuple[pd.DataFrame,
     trials = pd.DataFrame(trial_rows)
     epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return trials, epochs
+
+
+def checkpoint_folder(trial_folder: Path, report: dict) -> str | None:
+    """The checkpoint saved with `report`: the path a multi-worker trial reports (Ray Train's storage,
+    ray.tune.integration.ray_train), else the folder Tune keeps in the trial's folder for a
+    single-worker trial; None for a report without one."""
+    if report.get("checkpoint_path"):
+        return str(report["checkpoint_path"])
+    if report.get("checkpoint_dir_name"):
+        return str(trial_folder / report["checkpoint_dir_name"])
+    return None
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:

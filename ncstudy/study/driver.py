@@ -1,8 +1,9 @@
-"""The study driver: Ray Tune + Optuna over trials, each trial a Ray Train `TorchTrainer` built by
-`ncstudy.study.trial.run_trial`. The searcher (ncstudy.study.search) is seeded from the study and persisted in
-RESULTS/<name>/optuna.db. The driver also owns the study's life cycle: preflight checks, the lock on
-the study folder, the MLflow parent run, interruption and resume, and the results and report at the
-end. Every way a driver ends leaves the folder, MLflow and Optuna saying the same thing about every
+"""The study driver: Ray Tune + Optuna over trials, each trial run by one of the two trainables of
+ncstudy.study.trial (the engine in the Tune trial actor, or a Ray Train `TorchTrainer` for DDP). The
+searcher (ncstudy.study.search) is seeded from the study and persisted in RESULTS/<name>/optuna.db.
+The driver also owns the study's life cycle: preflight checks, the lock on the study folder, the
+MLflow parent run and, through its Tune callback ncstudy.study.trial_runs, every trial's run,
+interruption and resume, and the results and report at the end. Every way a driver ends leaves the folder, MLflow and Optuna saying the same thing about every
 trial (README.md, "Resume, faults and seeds").
 """
 
@@ -32,7 +33,8 @@ from ncstudy.outputs.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
     write_tracking,
 )  # fmt: skip
-from ncstudy.study.tracking import TRIAL_TAG, StudyTracker, tracking_uri
+from ncstudy.study.tracking import TRIAL_TAG, StudyTracker, study_tracker
+from ncstudy.study.trial_runs import TrialRuns
 from ncstudy.study.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
 
 # How each trial status of ncstudy.outputs.results ends its MLflow run.
@@ -58,6 +60,7 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # single-worker trials: the latest epoch's
         callbacks=[
             ReportLog(),
+            TrialRuns(),
             StudyProgress(planned_trials(study), study.train.total_epochs, study.search.metric),
         ],
         verbose=1 if verbose else 0,
@@ -65,13 +68,12 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_
 
 
 def build_tuner(
-    study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source,
-    max_concurrent: int, verbose: bool = False, fail_fast: bool = False,
-) -> tune.Tuner:  # fmt: skip
-    """The Tuner for a fresh study."""
+    study: StudyConfig, paths: StudyPaths, source: Source, max_concurrent: int, verbose: bool = False, fail_fast: bool = False
+) -> tune.Tuner:
+    """The Tuner for a fresh study (its parent MLflow run already recorded: TrialRuns reads it)."""
     searcher, param_space, num_samples = searcher_and_space(study, paths.optuna_storage)
     return tune.Tuner(
-        _trainable(study, paths, tracker, parent_run_id, source),
+        _trainable(study, paths, source),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=study.search.metric,
@@ -126,22 +128,12 @@ class StudyOutcome:
         return self.finished == self.planned
 
 
-def _tracker(study: StudyConfig, results: Path) -> StudyTracker:
-    return StudyTracker(
-        tracking_uri(study.tracking.uri, results),
-        study.tracking.experiment or study.name,
-        artifact_root=None if study.tracking.uri else results / "mlartifacts",
-    )
-
-
-def _trainable(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str, source: Source):
+def _trainable(study: StudyConfig, paths: StudyPaths, source: Source):
     """The trial function of the study's path (ncstudy.study.trial) with the study's fixed arguments; the
     decoded data set goes to the object store once. A single-worker trial's actor holds the trial's
     CPU and GPU; a multi-worker trial's actor only waits on its TorchTrainer, whose workers hold them."""
     fixed = {
         "base": study.model_dump(mode="json"),
-        "tracker": tracker,
-        "parent_run_id": parent_run_id,
         "shared_source": (source_key(study.data), [ray.put(source)]),
     }
     res = study.resources
@@ -191,11 +183,11 @@ def _start_search(
     study: StudyConfig, paths: StudyPaths, source: Source, max_concurrent: int, verbose: bool, fail_fast: bool = False
 ) -> StudyOutcome:
     """The study's parent run, recorded before any trial starts, then the search."""
-    tracker = _tracker(study, paths.results)
+    tracker = study_tracker(study, paths.results)
     parent_run_id = tracker.start_study(study.name, study.model_dump(mode="json"), paths.config_file)
     write_tracking(paths, parent_run_id, study.tracking.uri)
     write_state(paths, "running")
-    tuner = build_tuner(study, paths, tracker, parent_run_id, source, max_concurrent, verbose, fail_fast)
+    tuner = build_tuner(study, paths, source, max_concurrent, verbose, fail_fast)
     return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 
@@ -223,19 +215,19 @@ def _resume_locked(study: StudyConfig, paths: StudyPaths, source: Source, max_co
     if record is None:  # interrupted before the parent run was recorded
         return _start_search(study, paths, source, max_concurrent, verbose)
     parent_run_id, _ = record
-    tracker = _tracker(study, paths.results)
+    tracker = study_tracker(study, paths.results)
     tracker.close_interrupted(parent_run_id)
     tracker.client.update_run(parent_run_id, status="RUNNING")
     write_state(paths, "running")
     if tune.Tuner.can_restore(str(paths.tune_experiment)):
         tuner = tune.Tuner.restore(
             str(paths.tune_experiment),
-            trainable=_trainable(study, paths, tracker, parent_run_id, source),
+            trainable=_trainable(study, paths, source),
             resume_unfinished=True,
             resume_errored=False,
         )
     else:
-        tuner = build_tuner(study, paths, tracker, parent_run_id, source, max_concurrent, verbose)
+        tuner = build_tuner(study, paths, source, max_concurrent, verbose)
     return _fit_and_finish(tuner, study, paths, tracker, parent_run_id)
 
 

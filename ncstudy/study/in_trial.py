@@ -2,7 +2,8 @@
 process Tune started for the trial, with the trial's CPU and GPU, reporting through `tune.report`
 with a checkpoint each epoch; Tune's checkpointing, FailureConfig and restore give fault tolerance
 and resume. No Ray Train controller or worker: one process per trial instead of three (README.md,
-"Which path a trial takes"). The trial's MLflow run is logged here, after Tune has taken each epoch.
+"Which path a trial takes"). Nothing here touches MLflow: the driver logs the trial's run from the
+reports Tune receives (ncstudy.study.trial_runs).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from ncstudy.data.build import build_data, device_splits
 from ncstudy.engine.checkpoint import read_checkpoint, write_checkpoint
 from ncstudy.engine.loop import EpochEnd, Splits, run_epochs, static_metrics
 from ncstudy.engine.state import TrialState
-from ncstudy.study.tracking import TrialRunLog
 
 
-def train_in_trial(config: StudyConfig, source_ref: list | None, run_log: TrialRunLog) -> None:
-    """The trial's epochs from its last checkpoint, each reported to Tune, then to MLflow."""
+def train_in_trial(config: StudyConfig, source_ref: list | None) -> None:
+    """The trial's epochs from its last checkpoint, each reported to Tune with its checkpoint."""
     device = torch.device("cuda" if config.resources.gpus_per_worker > 0 else "cpu")
     data = build_data(config.data, ray.get(source_ref[0]) if source_ref else None)
     splits = Splits(*device_splits(data, config.data, device))
@@ -34,14 +34,11 @@ def train_in_trial(config: StudyConfig, source_ref: list | None, run_log: TrialR
             state.restore(read_checkpoint(Path(folder)))
         for earlier in state.reports:  # as ncstudy.study.train_worker does: Tune and MLflow keep each epoch once
             tune.report(earlier)
-            run_log.log_report(earlier)
     static = {**static_metrics(data, 1), "worker_nodes": ray.get_runtime_context().get_node_id()}
 
     def report(end: EpochEnd) -> None:
         with tempfile.TemporaryDirectory() as folder:
             write_checkpoint(Path(folder), state, end.epoch, end.final, data)
             tune.report(end.metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-            run_log.log_report(end.metrics)
-            run_log.log_final(Path(folder))
 
     run_epochs(config, data, state, state.model, splits, static, report)

@@ -2,10 +2,11 @@
 
 MLflow 3 refuses its plain file store, so the local default is sqlite at an absolute path,
 `RESULTS/mlflow.db`, with artifacts beside it in `RESULTS/mlartifacts`. Per-epoch metrics are
-logged by `TrialRunLog`: in a study from ncstudy.study.trial.MlflowReportCallback, a Ray Train callback
-that runs in the trial's Train controller and sees what rank 0 reported, so each trial is logged
-once however many workers it has; it also logs the figures drawn from the final checkpoint and the
-trial's training split as an MLflow dataset input. This module imports no Ray (`ncstudy train`).
+logged by `TrialRunLog`: in a study by the driver's Tune callback ncstudy.study.trial_runs, which sees
+each trial's reports (rank 0's for a multi-worker trial), so each trial is logged once however many
+workers it has, and only the driver writes the store; it also logs the figures drawn from the final
+checkpoint and the trial's training split as an MLflow dataset input. This module imports no Ray
+(`ncstudy train`).
 
 What a researcher compares in the MLflow UI: a trial's run is named by what sets it apart
 (`trial_run_name`: variant, searched values, seed; the Tune trial id stays a tag), the study's run
@@ -65,6 +66,16 @@ def tracking_uri(configured: str | None, results_dir: Path) -> str:
     if configured:
         return configured
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+def study_tracker(study, results: Path) -> StudyTracker:
+    """The tracker of `study` (a StudyConfig) whose results folder is `results`: its configured store,
+    or sqlite in the results folder with artifacts in RESULTS/mlartifacts."""
+    return StudyTracker(
+        tracking_uri(study.tracking.uri, results),
+        study.tracking.experiment or study.name,
+        artifact_root=None if study.tracking.uri else results / "mlartifacts",
+    )
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -316,8 +327,8 @@ class TrialRunLog:
     params (the data fingerprint) except those of SESSION_STRINGS, which a resumed trial reports with
     new values and which are tags; with the trial's `data` settings, the first report that carries the
     split fingerprint also logs the training set as a dataset input. The final checkpoint's arrays
-    become the trial's figures and collapse.npz artifacts. Used by the Ray Train callback
-    (ncstudy.study.trial.MlflowReportCallback) and by `ncstudy train`; imports no Ray."""
+    become the trial's figures and collapse.npz artifacts. Used by the study driver's Tune callback
+    (ncstudy.study.trial_runs) and by `ncstudy train`; imports no Ray."""
 
     def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
         self.uri = uri
@@ -346,16 +357,22 @@ class TrialRunLog:
             log_dataset_input(client, self.run_id, dataset)
             self._logged_dataset = True
 
-    def log_final(self, checkpoint_folder: Path) -> None:
-        """The trial's figures (drawn here from collapse.npz) and collapse.npz, when the checkpoint is the final one."""
+    def log_final(self, checkpoint_folder: Path, figures: Path | None = None) -> None:
+        """When the checkpoint is the final one: collapse.npz and the trial's figures, those in
+        `figures` if given (already drawn, or None to log none: `ncstudy train --no-figures`), else
+        drawn here from collapse.npz (the study driver, ncstudy.study.trial_runs)."""
         arrays = checkpoint_folder / COLLAPSE_FILE
         if not arrays.exists():
             return
         client = MlflowClient(tracking_uri=self.uri)
-        with tempfile.TemporaryDirectory() as figures:
-            trial_figures(arrays, Path(figures))
-            client.log_artifacts(self.run_id, figures, artifact_path=FIGURES)
         client.log_artifact(self.run_id, str(arrays))
+        if figures is not None:
+            if figures.is_dir():
+                client.log_artifacts(self.run_id, str(figures), artifact_path=FIGURES)
+            return
+        with tempfile.TemporaryDirectory() as drawn:
+            trial_figures(arrays, Path(drawn))
+            client.log_artifacts(self.run_id, drawn, artifact_path=FIGURES)
 
 
 def log_dataset_input(client: MlflowClient, run_id: str, dataset: DatasetInput, attempts: int = 3) -> None:

@@ -1,6 +1,6 @@
 """The Ray Train worker of a trial: the engine (ncstudy.engine) run on one DDP rank, its epochs
 reported through `ray.train.report` with rank 0's checkpoint. Tracking is the driver's business
-(ncstudy.study.trial.MlflowReportCallback): metrics leave this process only as reports.
+(ncstudy.study.trial_runs): metrics leave this process only as reports.
 """
 
 from __future__ import annotations

@@ -11,19 +11,18 @@ takes"):
   resources, so `max_concurrent` trials of `num_workers` workers need max_concurrent * num_workers
   * cpus_per_worker CPUs.
 
-This module is what the trial actors and the Train controller import (they unpickle the trainables
-and `train_worker` by reference), so it stays light: no study driver, search, results or report
-code (pandas tables, Optuna, matplotlib); the training code is imported only where training runs
-(inside `train_worker` in the Train workers, inside `run_single_worker_trial`). Each of these
-processes starts on a busy machine, and its imports are most of a short trial's fixed cost
-(benchmarks/ray_overhead.py).
+Neither trainable touches MLflow: the driver logs each trial's run from what Tune receives
+(ncstudy.study.trial_runs). This module is what the trial actors and the Train controller import
+(they unpickle the trainables and `train_worker` by reference), so it stays light: no study driver,
+search, tracking, results or report code (MLflow, pandas tables, Optuna, matplotlib); the training
+code is imported only where training runs (inside `train_worker` in the Train workers, inside
+`run_single_worker_trial`). Each of these processes starts on a busy machine, and its imports are
+most of a short trial's fixed cost (benchmarks/ray_overhead.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -33,12 +32,10 @@ from ray.train import RunConfig as TrainRunConfig
 from ray.train import ScalingConfig
 from ray.train._internal.session import _TrainSession, get_session
 from ray.train.torch import TorchTrainer
-from ray.train.v2.api.callback import UserCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ncstudy.config import StudyConfig, with_params
 from ncstudy.data.build import source_key
-from ncstudy.study.tracking import StudyTracker, TrialRunLog, flatten, run_status, trial_run_name
 
 # The trial driver only waits on its TorchTrainer; the workers hold the CPUs. Tune refuses an empty
 # request, so the driver asks for a little memory instead of a CPU that a worker would then lack.
@@ -53,34 +50,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     train_loop_per_worker(loop_config)
 
 
-class MlflowReportCallback(UserCallback):
-    """Ray Train callback in the trial's controller: rank 0's reports and final checkpoint go to the
-    trial's MLflow run (ncstudy.study.tracking.TrialRunLog)."""
-
-    def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
-        self.log = TrialRunLog(uri, run_id, data)
-
-    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        self.log.log_report(metrics[0])
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                self.log.log_final(Path(folder))
-
-
 def run_trial(
-    params: dict[str, Any],
-    *,
-    base: dict[str, Any],
-    tracker: StudyTracker,
-    parent_run_id: str,
-    ray_storage: str,
-    shared_source: tuple[tuple, list] | None = None,
+    params: dict[str, Any], *, base: dict[str, Any], ray_storage: str, shared_source: tuple[tuple, list] | None = None
 ) -> None:
     """One trial: the base config with the sampled `params`, trained by a TorchTrainer.
 
     `shared_source` is (source key, [object ref]) of the data set the driver decoded once; the ref
     sits in a list so that Tune hands it over unresolved and the workers read it zero-copy."""
-    study, run_id, source = _start(params, base, tracker, parent_run_id, shared_source)
+    study, source = _config_and_source(params, base, shared_source)
     trial_id = tune.get_context().get_trial_id()
     loop_config: dict[str, Any] = {"study": study.model_dump(mode="json")}
     if source is not None:
@@ -96,64 +73,34 @@ def run_trial(
         run_config=TrainRunConfig(
             name=f"train_{trial_id}",
             storage_path=ray_storage,
-            callbacks=[TuneReportCallback(), MlflowReportCallback(tracker.uri, run_id, loop_config["study"]["data"])],
+            callbacks=[TuneReportCallback()],
             failure_config=TrainFailureConfig(max_failures=res.max_failures, controller_failure_limit=0),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
     # Tune's session of this trial, held here: Tune clears its global reference when it stops the trial.
     session = get_session()
-    failed = True
-    try:
-        trainer.fit()
-        wait_for_forwarded_reports(session)
-        failed = False
-    finally:
-        _close_run(tracker, run_id, failed, stopped=failed and session is not None and session.stop_event.is_set())
+    trainer.fit()
+    wait_for_forwarded_reports(session)
 
 
 def run_single_worker_trial(
-    params: dict[str, Any],
-    *,
-    base: dict[str, Any],
-    tracker: StudyTracker,
-    parent_run_id: str,
-    shared_source: tuple[tuple, list] | None = None,
+    params: dict[str, Any], *, base: dict[str, Any], shared_source: tuple[tuple, list] | None = None
 ) -> None:
     """One single-worker trial (`resources.num_workers: 1`), trained in this Tune trial actor by
     ncstudy.study.in_trial: no TorchTrainer, no Train controller or worker processes."""
-    study, run_id, source = _start(params, base, tracker, parent_run_id, shared_source)
+    study, source = _config_and_source(params, base, shared_source)
     from ncstudy.study.in_trial import train_in_trial  # the engine (torch): only in the trial actor that trains
 
-    failed, stopped = True, False
-    try:
-        train_in_trial(study, source, TrialRunLog(tracker.uri, run_id, study.model_dump(mode="json")["data"]))
-        failed = False
-    except SystemExit:  # how `tune.report` ends a trial that Tune stops
-        stopped = True
-        raise
-    finally:
-        _close_run(tracker, run_id, failed, stopped)
+    train_in_trial(study, source)
 
 
-def _start(params, base, tracker: StudyTracker, parent_run_id: str, shared_source):
-    """The trial's config, its MLflow run (opened again when the trial resumes) and, when the driver
-    decoded this trial's data set, the object-store reference to it."""
+def _config_and_source(params, base, shared_source) -> tuple[StudyConfig, list | None]:
+    """The trial's config and, when the driver decoded this trial's data set, the object-store
+    reference to it."""
     study = with_params(StudyConfig.model_validate(base), params)
-    trial_id = tune.get_context().get_trial_id()
-    run_name = trial_run_name(params, trial_id, several_seeds=len(study.search.seed_list) > 1)
-    run_id = tracker.start_trial(parent_run_id, study.name, trial_id, flatten(study.model_dump(mode="json")), run_name)
     source = shared_source[1] if shared_source is not None and shared_source[0] == source_key(study.data) else None
-    return study, run_id, source
-
-
-def _close_run(tracker: StudyTracker, run_id: str, failed: bool, stopped: bool) -> None:
-    """A trial Tune asked to stop (a scheduler such as ASHA, or the study ending) is interrupted
-    inside its training, which is no failure: the driver, which knows how the trial ended, closes
-    its run (study._fit_and_finish). Written from here, FAILED could land after the driver's
-    FINISHED, as the actor is torn down while the driver finishes (seen in CI)."""
-    if not stopped:
-        tracker.finish(run_id, run_status(failed))
+    return study, source
 
 
 def wait_for_forwarded_reports(session: _TrainSession | None, timeout_s: float = 60.0, settle_s: float = 0.1) -> None:
