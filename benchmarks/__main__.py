@@ -28,7 +28,7 @@ QUICK = {
     "loader": ["--repeats", "2"],
     "train_step": ["--batches", "10", "--warmup", "2", "--repeats", "2"],
     "regularizer": ["--batches", "10", "--warmup", "1", "--rounds", "2"],
-    "ray_overhead": ["--trial", "digits", "--epochs", "12", "--marginal", "3"],
+    "ray_overhead": ["--trial", "digits", "--epochs", "12", "--marginal", "3", "--fresh-actors"],
     "concurrency": ["--trials", "2", "--epochs", "12"],
     "memory": ["--scenarios", "quickstart", "cifar", "cifar2", "--quick-epochs", "4", "--cifar-n-max", "500"],
     "search_efficiency": ["--trials", "8", "--epochs", "4", "--seeds", "5", "--asha"],

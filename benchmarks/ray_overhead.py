@@ -33,7 +33,8 @@ Optuna study, the parent MLflow run, the result tables, figures and report) coun
 K` also runs the study with K identical trials one after another and reports what each trial after
 the first adds outside its epochs, ((wall - epochs) of K trials - (wall - epochs) of 1) / (K - 1):
 the per-trial cost a study of many trials pays (later trials reuse the trial actor, as in any study
-whose trials run one at a time without ASHA).
+whose trials run one at a time without ASHA). `--fresh-actors` measures it again with a fresh trial
+actor per trial, as under ASHA (an ASHA scheduler that stops no trial).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import torch
 
 from benchmarks.common import CIFAR_PARQUET, write_result
 from benchmarks.harness import CIFAR_LT, QUICKSTART, bare_trial, cifar_overrides, study_from, study_on_local_ray
-from ncstudy.config import StudyConfig
+from ncstudy.config import AshaConfig, StudyConfig
 from ncstudy.data.build import load_source
 
 TARGET = 1.10  # Ray/bare wall time, excluding ray.init, of the default CIFAR trial
@@ -90,15 +91,23 @@ def run_ray(study: StudyConfig, cpus: int, expected_trials: int = 1) -> dict:
             "val_acc_all": float(trials["val_acc_all"].iloc[0]), "trials": len(trials)}  # fmt: skip
 
 
-def marginal_cost(study: StudyConfig, cpus: int, trials: int, one_trial_outside_s: float) -> dict:
-    """What each trial after the first adds outside its epochs, in a study of `trials` identical trials."""
-    many = study.model_copy(update={"search": study.search.model_copy(update={"num_samples": trials, "max_concurrent": 1})})
+def marginal_cost(study: StudyConfig, cpus: int, trials: int, one_trial_outside_s: float, fresh_actors: bool = False) -> dict:
+    """What each trial after the first adds outside its epochs, in a study of `trials` identical
+    trials. With `fresh_actors` the study runs under an ASHA scheduler whose grace period is every
+    epoch (so it stops no trial), with which the driver does not reuse trial actors
+    (ncstudy.study.driver.build_tuner): each trial then starts its own actor and imports."""
+    search = {"num_samples": trials, "max_concurrent": 1}
+    if fresh_actors:
+        search["asha"] = AshaConfig(grace_period=study.train.total_epochs)
+    many = study.model_copy(update={"search": study.search.model_copy(update=search)})
     run = run_ray(many, cpus, trials)
     marginal = (run["wall_s"] - run["epoch_time_sum_s"] - one_trial_outside_s) / (trials - 1)
-    print(f"{trials} trials one after another: {run['wall_s']:.1f} s, {run['epoch_time_sum_s']:.1f} s of epochs; "
+    actors = "a fresh trial actor each" if fresh_actors else "the trial actor reused"
+    print(f"{trials} trials one after another ({actors}): {run['wall_s']:.1f} s, {run['epoch_time_sum_s']:.1f} s of epochs; "
           f"each trial after the first adds {marginal:.1f} s outside its epochs (target <= {FIXED_TARGET_S:g} s: "
           f"{'met' if marginal <= FIXED_TARGET_S else 'missed'})")  # fmt: skip
-    return {"marginal_trials": trials, "marginal_run": run, "marginal_per_trial_s": marginal}
+    key = "marginal_fresh_actors" if fresh_actors else "marginal"
+    return {f"{key}_trials": trials, f"{key}_run": run, f"{key}_per_trial_s": marginal}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--parquet", type=Path, default=CIFAR_PARQUET)
     parser.add_argument("--smoke", action="store_true", help="a 2-epoch digits trial")
     parser.add_argument("--marginal", type=int, default=0, metavar="K", help="also a study of K trials: the cost each adds")
+    parser.add_argument("--fresh-actors", action="store_true", help="--marginal also with a fresh trial actor per trial")
     args = parser.parse_args(argv)
     if args.smoke:
         args.trial, args.epochs = "digits", 2
@@ -154,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     }  # fmt: skip
     if args.marginal > 1:
         record.update(marginal_cost(study, args.cpus, args.marginal, ray_outside))
+        if args.fresh_actors:
+            record.update(marginal_cost(study, args.cpus, args.marginal, ray_outside, fresh_actors=True))
     print(f"written: {write_result('ray_overhead-smoke' if args.smoke else 'ray_overhead', record)}")
     return record
 
