@@ -184,6 +184,12 @@ def test_a_two_worker_ray_train_trial_gives_the_numbers_of_one_worker_with_the_g
     assert outcome.finished == 1, outcome
     ray_epochs = pd.read_parquet(tmp_path / "ray" / "ddp2" / "epochs.parquet").set_index("epoch").sort_index()
     assert ray_epochs["world_size"].tolist() == [2, 2]
+    # The driver logged the trial's run from rank 0's reports and drew its figures from Train's checkpoint.
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}")
+    (child,) = client.search_runs([client.get_experiment_by_name("ddp2").experiment_id], "tags.`mlflow.parentRunId` != ''")
+    assert child.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1, 2]
+    assert len(client.list_artifacts(child.info.run_id, "figures")) == 3
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as each Train worker (cpus_per_worker 1)
     command = [sys.executable, "-m", "ncstudy", "train", str(QUICKSTART), "--no-tracking", "--results", str(tmp_path / "one")]
     settings = [*overrides, "name=one", "train.batch_size=64"]
