@@ -3,8 +3,9 @@ ncstudy.study.trial (the engine in the Tune trial actor, or a Ray Train `TorchTr
 searcher (ncstudy.study.search) is seeded from the study and persisted in RESULTS/<name>/optuna.db.
 The driver also owns the study's life cycle: preflight checks, the lock on the study folder, the
 MLflow parent run and, through its Tune callback ncstudy.study.trial_runs, every trial's run,
-interruption and resume, and the results and report at the end. Every way a driver ends leaves the folder, MLflow and Optuna saying the same thing about every
-trial (README.md, "Resume, faults and seeds").
+interruption and resume, and the results and report at the end. Every way a driver ends leaves the
+folder, MLflow and Optuna saying the same thing about every trial (README.md, "Resume, faults and
+seeds").
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from ncstudy.outputs.study_folder import (
     write_tracking,
 )  # fmt: skip
 from ncstudy.study.tracking import TRIAL_TAG, StudyTracker, study_tracker
-from ncstudy.study.trial_runs import TrialRuns
 from ncstudy.study.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
+from ncstudy.study.trial_runs import TrialRuns
 
 # How each trial status of ncstudy.outputs.results ends its MLflow run.
 RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "unfinished": "KILLED"}

@@ -2,7 +2,7 @@
 
 MLflow 3 refuses its plain file store, so the local default is sqlite at an absolute path,
 `RESULTS/mlflow.db`, with artifacts beside it in `RESULTS/mlartifacts`. Per-epoch metrics are
-logged by `TrialRunLog`: in a study by the driver's Tune callback ncstudy.study.trial_runs, which sees
+logged by `TrialRunLog`: in a study, by the driver's Tune callback ncstudy.study.trial_runs, which sees
 each trial's reports (rank 0's for a multi-worker trial), so each trial is logged once however many
 workers it has, and only the driver writes the store; it also logs the figures drawn from the final
 checkpoint and the trial's training split as an MLflow dataset input. This module imports no Ray
@@ -358,9 +358,9 @@ class TrialRunLog:
             self._logged_dataset = True
 
     def log_final(self, checkpoint_folder: Path, figures: Path | None = None) -> None:
-        """When the checkpoint is the final one: collapse.npz and the trial's figures, those in
-        `figures` if given (already drawn, or None to log none: `ncstudy train --no-figures`), else
-        drawn here from collapse.npz (the study driver, ncstudy.study.trial_runs)."""
+        """When the checkpoint is the final one: collapse.npz and the trial's figures. `figures`: a
+        folder of figures already drawn, logged if it exists (`ncstudy train`; absent with
+        `--no-figures`); None: drawn here from collapse.npz (the study driver, ncstudy.study.trial_runs)."""
         arrays = checkpoint_folder / COLLAPSE_FILE
         if not arrays.exists():
             return
