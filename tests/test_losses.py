@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from ncstudy.method.losses import (
+    LOSS_NAMES,
+    WEIGHTED_LOSSES,
     BalancedSoftmaxLoss,
     CrossEntropy,
     DotRegressionLoss,
@@ -217,3 +219,19 @@ def test_buffers_follow_to():
     assert loss.margins.dtype == torch.float64 and loss.weight.dtype == torch.float64
     for module in (LogitAdjustedLoss(COUNTS), BalancedSoftmaxLoss(COUNTS)):
         assert all(b.dtype == torch.float64 for b in module.to(torch.float64).buffers())
+
+
+TERMS_CASES = [(name, False) for name in LOSS_NAMES] + [(name, True) for name in WEIGHTED_LOSSES]
+
+
+@pytest.mark.parametrize("name, weighted", TERMS_CASES)
+def test_terms_give_the_loss_as_their_weighted_mean(name, weighted):
+    """`terms` (what DDP workers sum, docs/design.md "Worker-count invariance") agree with `forward`."""
+    weight = class_balanced_weights(COUNTS, 0.99) if weighted else None
+    loss = build_loss(name, COUNTS, weight=weight)
+    logits, labels = torch.tensor(LOGITS), torch.tensor(LABELS)
+    values, counts = loss.terms(logits, labels)
+    assert values.shape == counts.shape == labels.shape
+    if weighted and name != "focal":  # focal weights its ce inside; its mean stays plain
+        torch.testing.assert_close(counts, weight[labels])
+    torch.testing.assert_close(values.sum() / counts.sum(), loss(logits, labels))

@@ -14,7 +14,7 @@ from ncstudy.config import RegularizerConfig, StudyConfig
 from ncstudy.engine.recipe import Mix
 from ncstudy.engine.state import regularizer_phase
 from ncstudy.engine.step import sample_classes, training_step
-from ncstudy.method.regularizers import NeuralCollapseRegularizer, SampleClasses
+from ncstudy.method.regularizers import ONE_WORKER, NeuralCollapseRegularizer, SampleClasses
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def _step(phase: str) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     model = Net()
     regularizer = NeuralCollapseRegularizer(config.regularizer, 3, 4, torch.Generator().manual_seed(1))
-    state = SimpleNamespace(config=config, loss=nn.CrossEntropyLoss(), regularizer=regularizer,
+    state = SimpleNamespace(config=config, workers=ONE_WORKER, loss=nn.CrossEntropyLoss(), regularizer=regularizer,
                             optimizer=torch.optim.SGD(model.parameters(), lr=0.1))  # fmt: skip
     before = regularizer.learnable.centers.detach().clone()
     images, labels = torch.randn(8, 6, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])

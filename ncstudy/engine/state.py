@@ -36,6 +36,7 @@ class TrialState:
     def __init__(self, config: StudyConfig, data: StudyData, device: torch.device, workers: WorkerSum = ONE_WORKER):
         torch.manual_seed(config.train.seed)
         self.config = config
+        self.workers = workers  # the trial's DDP workers: the base loss and regularizers sum over them
         self.model = build_model(config.model, data.in_channels, data.num_classes).to(device)
         if device.type == "cuda" and config.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -18,13 +18,26 @@ from ncstudy.data.build import StudyData
 from ncstudy.data.loader import DeviceSplit, epoch_order
 from ncstudy.engine.recipe import Mix, autocast, crt_learning_rate, draw_mix, learning_rate, use_bf16
 from ncstudy.engine.state import TrialState, regularizer_phase
-from ncstudy.method.regularizers import SampleClasses
+from ncstudy.method.regularizers import SampleClasses, WorkerSum
 
 
-def supervised_loss(loss: nn.Module, logits: torch.Tensor, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:
-    if mix is None:
-        return loss(logits, labels)
-    return mix.lam * loss(logits, labels) + (1 - mix.lam) * loss(logits, mix.labels_b(labels))
+def supervised_loss(
+    loss: nn.Module, logits: torch.Tensor, labels: torch.Tensor, mix: Mix | None, workers: WorkerSum
+) -> torch.Tensor:  # fmt: skip
+    """The base loss of the global batch (for mixup, lambda and 1 - lambda of the two labels' losses).
+
+    One worker: the loss's own mean. W DDP workers: this worker's share W * sum_own v_i / sum_all c_i
+    of the loss's `terms` (ncstudy.method.losses). DDP averages the W gradients, so the step is that
+    of sum_all v_i / sum_all c_i, the whole batch's mean on one worker, and the workers' values
+    average to it. A worker's own mean would weigh its samples by its own shard's total weight: DRW's
+    class weights and unequal last shards would make the result depend on W."""
+    targets = [(1.0, labels)] if mix is None else [(mix.lam, labels), (1 - mix.lam, mix.labels_b(labels))]
+    if workers.world_size == 1:
+        return sum(share * loss(logits, target) for share, target in targets)
+    shares = [share for share, _ in targets]
+    terms = [loss.terms(logits, target) for _, target in targets]
+    totals = workers.sum_(torch.stack([counts.sum() for _, counts in terms]).detach())
+    return sum(share * values.sum() * workers.world_size / total for share, (values, _), total in zip(shares, terms, totals))
 
 
 def sample_classes(labels: torch.Tensor, mix: Mix | None, mixup_labels: str) -> SampleClasses:
@@ -41,7 +54,7 @@ def training_step(
     model: nn.Module, state: TrialState, images: torch.Tensor, labels: torch.Tensor, mix: Mix | None,
     phase: str, bf16: bool,
 ) -> list[torch.Tensor]:  # fmt: skip
-    """One optimisation step: the base loss (this worker's mean; DDP averages the gradients), plus
+    """One optimisation step: the global batch's base loss (`supervised_loss`), plus
     the regularizer terms of the global batch when `phase` is not `off`; the centres move only `on`.
     Returns [loss, loss_sup, loss_within, loss_between, loss_center], detached."""
     config = state.config
@@ -53,7 +66,7 @@ def training_step(
     with autocast(bf16, device):
         logits, features = model(images)
     logits, features = logits.float(), features.float()
-    loss_sup = supervised_loss(state.loss, logits, labels, mix)
+    loss_sup = supervised_loss(state.loss, logits, labels, mix, state.workers)
     loss = loss_sup
     zero = loss_sup.new_zeros(())
     terms = {"loss_within": zero, "loss_between": zero, "loss_center": zero}

@@ -15,7 +15,13 @@
   normalized to sum to K as LDAM-DRW's train script does; `drw_weights` switches them on at the
   deferred re-weighting epoch (Cao et al. 2019).
 
-Every loss maps (logits [B, K], labels [B] long) to a scalar. Class-count constants (margins, log
+Every loss maps (logits [B, K], labels [B] long) to a scalar, a mean sum_i v_i / sum_i c_i over the
+batch; `terms` gives its per-sample numerators v_i and denominators c_i (w_{y_i} for weighted CE, else
+1), so that DDP workers can divide by the whole global batch's denominator and a trial's base loss
+does not depend on how many workers share its batch (ncstudy.engine.step.supervised_loss;
+docs/design.md, "Worker-count invariance"). `forward` keeps PyTorch's fused reduction, which one
+worker uses: it agrees with the terms to rounding, and single-worker results stay bit-identical to
+earlier versions'. Class-count constants (margins, log
 priors) and class weights are non-persistent buffers: `.to(device)` moves them, and checkpoints do not
 carry them (the losses are rebuilt from the config and the epoch).
 """
@@ -47,6 +53,11 @@ def _weight_on(weight: torch.Tensor | None, logits: torch.Tensor) -> torch.Tenso
     return None if weight is None else weight.to(device=logits.device, dtype=logits.dtype)
 
 
+def _unweighted(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plain mean's terms: every sample counts once."""
+    return values, torch.ones_like(values)
+
+
 class _WeightedLoss(nn.Module):
     """Holds `self.weight` (per-class weights or None) as a buffer that callers may replace."""
 
@@ -54,12 +65,22 @@ class _WeightedLoss(nn.Module):
         super().__init__()
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight), persistent=False)
 
+    def weighted_ce_terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """PyTorch's weighted cross-entropy's terms: w_{y_i} ce_i and w_{y_i} (ce_i and 1 unweighted)."""
+        if self.weight is None:
+            return _unweighted(F.cross_entropy(logits, labels, reduction="none"))
+        weight = _weight_on(self.weight, logits)
+        return F.cross_entropy(logits, labels, weight=weight, reduction="none"), weight[labels]
+
 
 class CrossEntropy(_WeightedLoss):
     """Cross-entropy; with `weight`, the weighted mean sum_i w_{y_i} ce_i / sum_i w_{y_i} (PyTorch's)."""
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, weight=_weight_on(self.weight, logits))
+
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weighted_ce_terms(logits, labels)
 
 
 class FocalLoss(_WeightedLoss):
@@ -73,9 +94,15 @@ class FocalLoss(_WeightedLoss):
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits, labels, weight=_weight_on(self.weight, logits), reduction="none")
+        return self.focal(logits, labels).mean()
+
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _unweighted(self.focal(logits, labels))
+
+    def focal(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        ce, _ = self.weighted_ce_terms(logits, labels)
         p = torch.exp(-ce)
-        return ((1 - p) ** self.gamma * ce).mean()
+        return (1 - p) ** self.gamma * ce
 
 
 class LDAMLoss(_WeightedLoss):
@@ -100,9 +127,16 @@ class LDAMLoss(_WeightedLoss):
         self.scale = scale
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.margin_logits(logits, labels), labels, weight=_weight_on(self.weight, logits))
+
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weighted_ce_terms(self.margin_logits(logits, labels), labels)
+
+    def margin_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """s * (z - m_y e_y)."""
         true_margin = self.margins.to(logits.dtype)[labels].unsqueeze(1)
         shift = torch.zeros_like(logits).scatter(1, labels.unsqueeze(1), true_margin)
-        return F.cross_entropy(self.scale * (logits - shift), labels, weight=_weight_on(self.weight, logits))
+        return self.scale * (logits - shift)
 
 
 class LogitAdjustedLoss(_WeightedLoss):
@@ -115,8 +149,13 @@ class LogitAdjustedLoss(_WeightedLoss):
         self.tau = tau
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        adjusted = logits + self.tau * self.log_prior.to(logits.dtype)
-        return F.cross_entropy(adjusted, labels, weight=_weight_on(self.weight, logits))
+        return F.cross_entropy(self.adjusted(logits), labels, weight=_weight_on(self.weight, logits))
+
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weighted_ce_terms(self.adjusted(logits), labels)
+
+    def adjusted(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.tau * self.log_prior.to(logits.dtype)
 
 
 class BalancedSoftmaxLoss(nn.Module):
@@ -129,6 +168,9 @@ class BalancedSoftmaxLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits + self.log_counts.to(logits.dtype), labels)
 
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _unweighted(F.cross_entropy(logits + self.log_counts.to(logits.dtype), labels, reduction="none"))
+
 
 class DotRegressionLoss(nn.Module):
     """Dot-regression loss for a fixed ETF classifier: 0.5 * mean_i (cos_{y_i} - 1)^2.
@@ -138,8 +180,11 @@ class DotRegressionLoss(nn.Module):
     Yang et al.'s reg_dot_loss with E_W = E_H = 1."""
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.terms(logits, labels)[0].mean()
+
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cos_true = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
-        return 0.5 * (cos_true - 1).pow(2).mean()
+        return _unweighted(0.5 * (cos_true - 1).pow(2))
 
 
 def class_balanced_weights(class_counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
