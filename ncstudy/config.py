@@ -16,6 +16,7 @@ cannot store, and conditions (`when`) that name no setting or can never hold.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import re
 from typing import Annotated, Any, Literal, Union, get_args
@@ -468,21 +469,55 @@ def validate_space(study: StudyConfig, source: str = "study") -> None:
             _check_condition(study, tree, f"{where}.when.{setting}", key, setting, value)
     for key, values in study.search.strata.items():
         _check_space_entry(tree, f"{source}: search.strata.{key}", key, Choice(type="choice", values=list(values)))
-    _check_variants_with_space(study, tree, source)
+    _check_combinations(study, tree, source)
 
 
-def _check_variants_with_space(study: StudyConfig, tree: dict, source: str) -> None:
-    """Each value a space entry (without a condition) or a stratum can take, on top of each variant:
-    a combination that only a trial would meet (a temperature searched beside a variant without
-    L_B, say) is refused before Ray starts, not in the middle of a study."""
-    entries = {f"search.space.{k}": (k, p) for k, p in study.search.space.items() if not p.when}
-    entries.update({f"search.strata.{k}": (k, Choice(type="choice", values=list(v))) for k, v in study.search.strata.items()})
-    for name, bundle in study.search.variants.items():
+COMBINATION_LIMIT = 512  # above this many, combinations are checked two dimensions at a time
+
+
+def _check_combinations(study: StudyConfig, tree: dict, source: str) -> None:
+    """Every combination of values the search can set together, on the base config and on each
+    variant: each unconditional space entry's candidates (bounds or choices), each stratum value;
+    a `when` entry's candidates with its conditions holding. A setting that makes a term inert only
+    beside another searched value (a temperature while lambda_between can be 0, a learnable-centre
+    choice while lambda_within can be 0, a start epoch beside a shorter searched `train.epochs`)
+    is refused before Ray starts, naming the values that meet, not in the middle of a study.
+
+    Cross-field rules (ncstudy.terms) are monotone in each setting, so the bounds of a range stand
+    for the values inside it. Past COMBINATION_LIMIT combinations, every pair of dimensions is
+    checked instead of the full product (each dimension alone is checked by `validate_space`)."""
+    dims = [(f"search.space.{k}", k, space_candidates(p)) for k, p in study.search.space.items() if not p.when]
+    dims += [(f"search.strata.{k}", k, list(values)) for k, values in study.search.strata.items()]
+    _check_product(study, tree, source, dims)
+    for key, param in study.search.space.items():
+        if param.when:
+            free = [dim for dim in dims if dim[1] not in param.when]
+            held = [(f"search.space.{key}.when.{k}", k, [value]) for k, value in param.when.items()]
+            _check_product(study, tree, source, [*free, *held, (f"search.space.{key}", key, space_candidates(param))])
+
+
+def _check_product(study: StudyConfig, tree: dict, source: str, dims: list[tuple[str, str, list[Any]]]) -> None:
+    """Validate each variant (or the base) with each combination of `dims` (label, key, candidates)."""
+    variants = [("", {})] + [(f" with search.variants.{n}", b) for n, b in study.search.variants.items()]
+    size = math.prod(len(candidates) for _, _, candidates in dims)
+    groups = [dims] if size * len(variants) <= COMBINATION_LIMIT else list(itertools.combinations(dims, 2))
+    for variant_label, bundle in variants:
         variant_tree = copy.deepcopy(tree)
         for key, value in bundle.items():
             set_dotted(variant_tree, key, value)
-        for label, (key, param) in entries.items():
-            _check_space_entry(variant_tree, f"{source}: {label} with search.variants.{name}", key, param)
+        for group in groups:
+            for values in itertools.product(*(candidates for _, _, candidates in group)):
+                candidate = copy.deepcopy(variant_tree)
+                for (_, key, _), value in zip(group, values):
+                    set_dotted(candidate, key, value)
+                try:
+                    StudyConfig.model_validate(candidate)
+                except ValidationError as exc:
+                    meeting = " with ".join(
+                        f"{label} {excerpt(value)}" for (label, key, _), value in zip(group, values)
+                        if get_dotted(variant_tree, key) != value
+                    )  # fmt: skip
+                    raise StudyError(f"{source}: {meeting}{variant_label}: {_describe(exc)}") from None
 
 
 def _require_setting(tree: dict, where: str, key: str) -> None:

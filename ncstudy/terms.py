@@ -9,7 +9,8 @@ names the keys and the fix) for:
   them to the features, so the network receives no gradient from it (the "+ L_B" row would train
   the base loss alone). EMA or batch centres are class means of the features and carry L_B's
   gradient into the network.
-- a regularizer weight whose start epoch is not before the last epoch, and DRW whose epoch is not;
+- a regularizer weight whose start epoch is not before the last epoch, and DRW whose epoch is not
+  (with `before_start: frozen_centres` L_W still pulls towards the frozen centres; L_B is refused);
 - a temperature with lambda_B = 0 (the soft-min is never computed);
 - LDAM on a cosine head with a scale: LDAM scales the logits by its own s (Cao et al., NeurIPS 2019,
   pair it with an unscaled normalized head), so the logits would be scaled twice;
@@ -40,6 +41,11 @@ def refuse_inert_terms(study: Any) -> None:
         raise ValueError(
             f"regularizer.start_epoch: {r.start_epoch} is not before the last epoch (train.epochs {train.epochs}), "
             "so the regularizer never acts; lower start_epoch (0-based) or set its weights to 0"
+        )
+    if r.lambda_between > 0 and r.start_epoch >= train.epochs:  # frozen centres: L_B would only move them
+        raise ValueError(
+            f"regularizer.start_epoch: {r.start_epoch} is not before the last epoch (train.epochs {train.epochs}), "
+            "so L_B never acts (before start_epoch the centres are frozen); lower start_epoch or set lambda_between 0"
         )
     if r.temperature is not None and r.lambda_between == 0:
         raise ValueError(

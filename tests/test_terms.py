@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pydantic import ValidationError
+
 from ncstudy.config import StudyConfig, load_study, with_params
 from ncstudy.errors import StudyError
 from ncstudy.method.regularizers import NeuralCollapseRegularizer
@@ -112,5 +114,75 @@ def test_a_searched_value_that_makes_a_variant_inert_is_refused_before_ray(tmp_p
         "search:\n  variants: {CE: {regularizer.lambda_within: 0, regularizer.lambda_between: 0}, NC: {}}\n"
         "  space: {regularizer.temperature: {type: choice, values: [null, 0.5]}}\n"
     )
-    with pytest.raises(StudyError, match=r"search\.space\.regularizer\.temperature with search\.variants\.CE: value 0\.5"):
+    with pytest.raises(StudyError, match=r"search\.space\.regularizer\.temperature 0\.5 with search\.variants\.CE: regularizer\.temperature"):
         load_study(study)
+
+
+BASE = "name: c\nregularizer: {lambda_within: 0.01, lambda_between: 0.1, centers: ema, start_epoch: 4}\ntrain: {epochs: 10}\n"
+INERT_COMBINATIONS = {  # search spaces whose entries are each valid alone, but not together
+    "temperature beside a lambda_B range from 0": (
+        "search:\n  space:\n    regularizer.lambda_between: {type: uniform, low: 0.0, high: 1.0}\n"
+        "    regularizer.temperature: {type: choice, values: [null, 0.5]}\n",
+        r"search\.space\.regularizer\.lambda_between 0\.0 with search\.space\.regularizer\.temperature 0\.5: "
+        r"regularizer\.temperature: 0\.5 has no effect",
+    ),
+    "a grid of lambda_B and temperature": (
+        "search:\n  algorithm: grid\n  space:\n    regularizer.lambda_between: {type: grid, values: [0.0, 0.1]}\n"
+        "    regularizer.temperature: {type: grid, values: [null, 0.5]}\n",
+        r"lambda_between 0\.0 with search\.space\.regularizer\.temperature 0\.5",
+    ),
+    "learnable centres while lambda_W can be 0": (
+        "search:\n  space:\n    regularizer.lambda_within: {type: uniform, low: 0.0, high: 0.1}\n"
+        "    regularizer.centers: {type: choice, values: [ema, learnable]}\n",
+        r"lambda_within 0\.0 with search\.space\.regularizer\.centers 'learnable': regularizer: lambda_between > 0",
+    ),
+    "a temperature searched only where lambda_B is 0": (
+        "search:\n  space:\n    regularizer.lambda_between: {type: choice, values: [0.0, 0.1]}\n"
+        "    regularizer.temperature: {type: choice, values: [null, 0.5], when: {regularizer.lambda_between: 0.0}}\n",
+        r"when\.regularizer\.lambda_between 0\.0 with search\.space\.regularizer\.temperature 0\.5",
+    ),
+    "a start epoch beside a shorter searched schedule": (
+        "search:\n  space:\n    regularizer.start_epoch: {type: int, low: 0, high: 6}\n"
+        "    train.epochs: {type: choice, values: [5, 10]}\n",  # start 6 is fine at 10 epochs
+        r"start_epoch 6 with search\.space\.train\.epochs 5: regularizer\.start_epoch",
+    ),
+    "a stratum of schedules and a late start epoch": (
+        "search:\n  strata: {train.epochs: [5, 10]}\n  space: {regularizer.start_epoch: {type: int, low: 0, high: 6}}\n",
+        r"start_epoch 6 with search\.strata\.train\.epochs 5: regularizer\.start_epoch",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INERT_COMBINATIONS))
+def test_searched_values_that_make_a_term_inert_together_are_refused_before_ray(tmp_path, case):
+    space, message = INERT_COMBINATIONS[case]
+    study = tmp_path / "c.yaml"
+    study.write_text(BASE + space)
+    with pytest.raises(StudyError, match=message):
+        load_study(study)
+
+
+def test_many_searched_settings_are_checked_two_at_a_time(tmp_path):
+    """Past COMBINATION_LIMIT the product is not built; every pair still is."""
+    entries = {  # 5 x 5 x 5 x 5 x 2 x 2 = 2,500 combinations, over the limit
+        "train.lr": "{type: choice, values: [0.01, 0.02, 0.03, 0.04, 0.05]}",
+        "train.momentum": "{type: choice, values: [0.5, 0.6, 0.7, 0.8, 0.9]}",
+        "train.weight_decay": "{type: choice, values: [0.0, 0.0001, 0.0002, 0.0003, 0.0005]}",
+        "regularizer.lambda_within": "{type: choice, values: [0.0, 0.001, 0.01, 0.02, 0.05]}",
+        "regularizer.centers": "{type: choice, values: [ema, learnable]}",
+        "regularizer.lambda_center": "{type: choice, values: [0.0, 0.1]}",
+    }
+    space = "".join(f"    {key}: {value}\n" for key, value in entries.items())
+    study = tmp_path / "wide.yaml"
+    study.write_text(BASE + "search:\n  space:\n" + space)
+    with pytest.raises(StudyError, match=r"lambda_within 0\.0 with search\.space\.regularizer\.centers 'learnable'"):
+        load_study(study)
+
+
+def test_a_frozen_pull_never_followed_by_l_b_is_refused():
+    with pytest.raises(ValidationError, match=r"L_B never acts"):
+        StudyConfig.model_validate({
+            "name": "x", "train": {"epochs": 10},
+            "regularizer": {"lambda_within": 0.01, "lambda_between": 0.1, "centers": "learnable",
+                            "before_start": "frozen_centres", "start_epoch": 10},
+        })  # fmt: skip
