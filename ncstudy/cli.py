@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     resume.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
 
-    validate = commands.add_parser("validate", help="check a study file and print the resolved config", description="Validate a study file (and overrides) and print the resolved config; writes nothing.")
+    validate = commands.add_parser("validate", help="check a study file and print the resolved config", description="Validate a study file (and overrides) and print the resolved config; writes nothing, except that with data.download: true a missing CIFAR is downloaded into data.root.")
     validate.add_argument("study", type=Path, help="the study YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
 
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="inspect a study's data", description="Inspect the data a study would train on.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    describe = data_commands.add_parser("describe", help="per-class train/val/test counts, groups and profile", description="Print per-class train / val / test counts, the many/medium/few groups and the long-tailed profile.")
+    describe = data_commands.add_parser("describe", help="per-class train/val/test counts, groups and profile", description="Print per-class train / val / test counts, the many/medium/few groups and the long-tailed profile. With data.download: true a missing CIFAR is downloaded into data.root first.")
     describe.add_argument("study", type=Path, help="the study YAML file")
     describe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
     describe.add_argument("--plot", type=Path, metavar="FILE.png", help="also save the profile as a PNG")

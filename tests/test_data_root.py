@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,45 @@ def test_missing_data_names_the_folders_and_the_fix(tmp_path, capsys, monkeypatc
     for folder in (store, store / "cifar10-jpeg", store / "cifar10", store / "cifar10" / "cifar-10-batches-py"):
         assert str(folder) in line
     assert f"export {DATA_ENV}=" in line and "--set data.download=true" in line
+
+
+@pytest.mark.parametrize("command", [["validate"], ["data", "describe"]])
+def test_a_failed_download_names_the_folders_and_the_fix(command, tmp_path, capsys, monkeypatch):
+    """Offline with download: true (the shipped studies), the one line says what was searched, why the
+    download failed and how to point ncstudy at the data; nothing is left in the data root."""
+    import torchvision
+
+    def offline(self):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline)
+    store = tmp_path / "store"
+    monkeypatch.setenv(DATA_ENV, str(store))
+    assert main([*command, str(cifar_study(tmp_path, "  download: true"))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    line = err[0]
+    assert line.startswith("error: data.download: could not download cifar10") and "Name or service not known" in line
+    for folder in (store, store / "cifar10-jpeg", store / "cifar10", store / "cifar10" / "cifar-10-batches-py"):
+        assert str(folder) in line
+    assert f"fix: export {DATA_ENV}=" in line and "cifar-10-batches-py/ or cifar10-jpeg/" in line
+    assert not store.exists()
+
+
+def test_a_missing_image_root_names_the_fix(tmp_path, capsys, monkeypatch):
+    """ImageNet-LT's image root not under the data root: export the data root holding its folders, or
+    give an absolute data.root; an absolute root that is missing is only fixed by another one."""
+    store = tmp_path / "store"
+    monkeypatch.setenv(DATA_ENV, str(store))
+    study = str(ROOT / "studies" / "imagenet_lt.yaml")
+    assert main(["validate", study]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert f"data.root: {store / 'imagenet'} is not a folder" in err[0]
+    assert err[0].endswith(f"fix: export {DATA_ENV}=/path/to/data (the folder holding imagenet/ and ImageNet_LT/) "
+                           "or --set data.root=/abs/path/to/images")  # fmt: skip
+    assert main(["validate", study, f"--set=data.root={tmp_path / 'images'}"]) == 2
+    assert capsys.readouterr().err.strip().endswith("; fix: --set data.root=/abs/path/to/images")
 
 
 def test_every_shipped_study_and_recipe_validates_with_only_the_data_root(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from ncstudy.data.sources import (
     load_parquet_source,
 )
 from ncstudy.data.groups import frequency_groups
-from ncstudy.data_root import DATA_PATH_KEYS, data_root_hint, resolved_data_paths
+from ncstudy.data_root import DATA_ENV, DATA_PATH_KEYS, data_root, data_root_hint, resolved_data_paths
 from ncstudy.errors import StudyError
 
 
@@ -91,7 +91,9 @@ def load_source(config: DataConfig) -> Source:
     if config.dataset == "filelist":
         root = Path(config.root)
         if not root.is_dir():
-            raise StudyError(f"data.root: {root} is not a folder (the image root of the file lists; {data_root_hint()})")
+            raise StudyError(
+                f"data.root: {root} is not a folder (the image root of the file lists; {data_root_hint()}); {_filelist_fix(config)}"
+            )
         train = read_list(root, Path(config.train_list))
         num_classes = len(train.classes)
         val = read_list(root, Path(config.val_list), num_classes)
@@ -101,6 +103,17 @@ def load_source(config: DataConfig) -> Source:
     if config.dataset == "parquet":
         return load_parquet_source(config.root, cache_dir)
     return load_cifar_source(config.dataset, config.root, config.download, cache_dir)
+
+
+def _filelist_fix(config: DataConfig) -> str:
+    """The fix for a missing image root: an absolute data.root, or, for a root under the data root,
+    a data root holding the top folders of the data paths (e.g. imagenet/ and ImageNet_LT/)."""
+    base, absolute = data_root(), "--set data.root=/abs/path/to/images"
+    if not Path(config.root).is_relative_to(base):
+        return f"fix: {absolute}"
+    paths = [Path(getattr(config, key)) for key in DATA_PATH_KEYS]
+    held = dict.fromkeys(f"{path.relative_to(base).parts[0]}/" for path in paths if path.is_relative_to(base) and path != base)
+    return f"fix: export {DATA_ENV}=/path/to/data (the folder holding {' and '.join(held)}) or {absolute}"
 
 
 def _check_no_training_images(train: FileList, lists: dict[str, tuple[str, FileList]]) -> None:

@@ -241,14 +241,26 @@ class CifarLocation:
     folder: Path
 
 
+def _cifar_places(name: str, base: Path) -> tuple[list[Path], list[Path]]:
+    """The folders `locate_cifar` searches under `base`, in order: for torchvision's folder, for Parquet tables."""
+    return [base, base / name], [base, base / f"{name}-jpeg", base / name]
+
+
+def _not_found(name: str, base: Path) -> str:
+    """What `locate_cifar` searched under `base` and did not find, and how the data root was chosen."""
+    torchvision_places, parquet_places = _cifar_places(name, base)
+    tables = ", ".join(str(f) for f in parquet_places)
+    pickles = ", ".join(str(f / CIFAR_FOLDERS[name]) for f in torchvision_places)
+    return f"no train.parquet + test.parquet in {tables}, no {pickles} ({data_root_hint()})"
+
+
 def locate_cifar(name: str, root: str, download: bool) -> CifarLocation:
     """Find CIFAR-10/100 under `root` without reading it: torchvision's folder (the original pixels)
     in ROOT or ROOT/NAME, else Parquet tables in ROOT, ROOT/NAME-jpeg or ROOT/NAME; else a download
     into ROOT when `download` is set; else a StudyError naming every folder searched and the fix."""
     base = Path(root).expanduser()
     tv_folder = CIFAR_FOLDERS[name]
-    torchvision_places = [base, base / name]
-    parquet_places = [base, base / f"{name}-jpeg", base / name]
+    torchvision_places, parquet_places = _cifar_places(name, base)
     for folder in torchvision_places:
         if (folder / tv_folder).is_dir():
             return CifarLocation("torchvision", folder)
@@ -257,10 +269,8 @@ def locate_cifar(name: str, root: str, download: bool) -> CifarLocation:
             return CifarLocation("parquet", folder)
     if download:
         return CifarLocation("download", base)
-    tables = ", ".join(str(f) for f in parquet_places)
-    pickles = ", ".join(str(f / tv_folder) for f in torchvision_places)
     raise StudyError(
-        f"data.root: {name} not found: no train.parquet + test.parquet in {tables}, no {pickles} ({data_root_hint()}); "
+        f"data.root: {name} not found: {_not_found(name, base)}; "
         f"fix: export {DATA_ENV}=/path/to/data (the folder holding them) or --set data.download=true (needs internet)"
     )
 
@@ -295,8 +305,10 @@ def _torchvision_cifar(name: str, folder: Path, download: bool) -> Source:
                 shutil.rmtree(folder, ignore_errors=True)  # leave nothing half-written behind
             if isinstance(error, RuntimeError) and not download:
                 raise StudyError(f"data.root: {name} in {folder} is unreadable ({error})") from None
-            raise StudyError(
-                f"data.download: could not download {name} into {folder}: {textwrap.shorten(str(error), 120)}"
+            raise StudyError(  # `folder` is the root locate_cifar searched
+                f"data.download: could not download {name} into {folder} ({textwrap.shorten(str(error), 120)}), "
+                f"and it is not there: {_not_found(name, folder)}; fix: export {DATA_ENV}=/path/to/data (the folder "
+                f"holding {CIFAR_FOLDERS[name]}/ or {name}-jpeg/{{train,test}}.parquet), or connect to the internet"
             ) from None
         images = np.ascontiguousarray(np.asarray(dataset.data).transpose(0, 3, 1, 2))
         splits.append(_labelled(images, np.asarray(dataset.targets), tuple(dataset.classes), 255.0))
