@@ -69,8 +69,10 @@ def refuse_inert_terms(study: Any) -> None:
 
 def recipe_label(study: Any) -> str:
     """The active terms of one trial with their weights and start epochs, e.g.
-    `CE, DRW@160 + L_W 0.01 + L_B 0.1 (T 0.5) @0, learnable centres`. Epochs are the config's 0-based
-    values (`start_epoch`, `drw_epoch`), written `@e`."""
+    `CE, DRW@160 + L_W 0.01 + L_B 0.1 (T 0.5) @0, learnable centres; mixup 0.2 (both labels)`. Epochs
+    are the config's 0-based values (`start_epoch`, `drw_epoch`), written `@e`. `(both labels)` is
+    `regularizer.mixup_labels: both` (a mixed image counts for both its labels in the terms), stated
+    only where it acts: with mixup and an active term; the default (`dominant`) is not written."""
     r, train, loss = study.regularizer, study.train, study.loss
     base = LOSS_NAMES.get(loss.name, loss.name)
     if loss.name == "logit_adjusted":
@@ -93,6 +95,8 @@ def recipe_label(study: Any) -> str:
             text += ", frozen pull before"
     if train.mixup_alpha > 0:
         text += f"; mixup {train.mixup_alpha:g}"
+        if r.mixup_labels == "both" and len(parts) > 1:
+            text += " (both labels)"
     if train.crt_epochs:
         text += f"; cRT {train.crt_epochs}"
     return text

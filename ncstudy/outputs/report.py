@@ -138,25 +138,77 @@ def _recipes(config: StudyConfig, table: Table) -> list[str]:
     return [recipe_of(config, row) for _, row in table.numbers.iloc[:, : table.labels].iterrows()]
 
 
+def _with_recipes(config: StudyConfig, table: Table) -> Table:
+    """`table` with the recipe of each row's configuration (its label columns) under `config`."""
+    return with_recipes(table, _recipes(config, table))
+
+
+RECIPE_SEPARATOR = " / "  # between the studies' recipes of one ablation row; recipe_label itself uses "; "
+
+
+def ablation_recipes(studies: list[StudyResults], table: Table) -> list[str]:
+    """The recipe of each ablation row (a variant), from the trials of that variant in each study, each
+    under its own study's config (two copies of an ablation may differ in, say, the DRW epoch): one
+    recipe where the studies that ran the variant agree, else each study's, `abl_a: CE, DRW@48 /
+    abl_b: CE, DRW@150` (a study without the variant, a dash in the table, says nothing). A study whose
+    trials of the variant ran several configurations (another searched value) gives them joined by `or`.
+
+    One `recipe` column rather than a column per study: the ablation already has a column per
+    (study, ratio), a recipe column per study would double its width in Markdown and LaTeX and repeat
+    the same text where the studies agree (the usual case), while the study names appear exactly where
+    a reader must tell the recipes apart. `/` separates the studies because recipes use `;` themselves."""
+    recipes = []
+    for _, row in table.numbers.iloc[:, : table.labels].iterrows():
+        per_study: dict[str, str] = {}
+        for study in studies:
+            finished = study.finished
+            if VARIANT not in finished:
+                continue
+            trials = finished[finished[VARIANT] == row[VARIANT]]
+            configurations = trials[study.by].drop_duplicates()
+            found = dict.fromkeys(recipe_of(study.config, values) for _, values in configurations.iterrows())
+            if found:
+                per_study[study.name] = " or ".join(found)
+        texts = list(dict.fromkeys(per_study.values()))
+        if len(texts) <= 1:
+            recipes.append(texts[0] if texts else "?")
+        else:
+            recipes.append(RECIPE_SEPARATOR.join(f"{name}: {text}" for name, text in per_study.items()))
+    return recipes
+
+
+def _baseline_recipe(study: StudyResults, baseline: str) -> str | None:
+    """The recipe of the one configuration --baseline names, None unless exactly one matches."""
+    finished = study.finished
+    wanted = {(k if k.startswith("param.") else f"param.{k}"): v for k, v in _baseline(baseline).items()}
+    if any(c not in finished for c in wanted):
+        return None
+    rows = finished[np.logical_and.reduce([finished[c] == v for c, v in wanted.items()])][study.by].drop_duplicates()
+    return recipe_of(study.config, rows.iloc[0]) if len(rows) == 1 else None
+
+
 def study_tables(study: StudyResults, baseline: str | None) -> dict:
     finished, by = study.finished, study.by
     if finished.empty:
         return {}
     shot = shot_table(finished, by, sort_by=study.config.search.metric)
+    config = study.config
     tables = {
-        "shot": with_recipes(shot, _recipes(study.config, shot)),
-        "nc": nc_table(finished, by),
-        "nc_groups": nc_table(finished, by, columns=GROUP_NC),
+        "shot": _with_recipes(config, shot),
+        "nc": _with_recipes(config, nc_table(finished, by)),
+        "nc_groups": _with_recipes(config, nc_table(finished, by, columns=GROUP_NC)),
     }
     best_by_stratum = study.best_by_stratum()
-    if best_by_stratum is not None:
-        tables["best_by_stratum"] = best_by_stratum
+    if best_by_stratum is not None:  # a row's values are its best configuration's: its recipe, listed below it
+        tables["best_by_stratum"] = with_recipes(best_by_stratum, _recipes(config, best_by_stratum), shown=False)
     if baseline:
         try:
-            tables["differences"] = paired_differences(finished, by, _baseline(baseline), seed_column=SEED)
+            differences = paired_differences(finished, by, _baseline(baseline), seed_column=SEED)
+            tables["differences"] = _with_recipes(config, differences)
             collapse = [c for c in COLLAPSE_DIFFERENCES if c in finished]
             if collapse:
-                tables["differences_nc"] = paired_differences(finished, by, _baseline(baseline), SEED, collapse)
+                differences_nc = paired_differences(finished, by, _baseline(baseline), SEED, collapse)
+                tables["differences_nc"] = _with_recipes(config, differences_nc)
         except ValueError as error:
             raise StudyError(f"--baseline {baseline!r}: {error}") from None
     return tables
@@ -268,13 +320,15 @@ def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("m
         prefix = "" if len(studies) == 1 else f"{study.name}_"
         own = study_tables(study, baseline)
         tables.update({f"{prefix}{key}": table for key, table in own.items()})
-        sections.append(_study_section(study, own))
+        sections.append(_study_section(study, own, baseline))
     variant_studies = {s.name: s.finished for s in studies if VARIANT in s.finished}
     if variant_studies:
         ablation = ablation_table(variant_studies, variant_column=VARIANT, ratio_column=RATIO)
-        config = next(s.config for s in studies if VARIANT in s.finished)
-        tables["ablation"] = with_recipes(ablation, _recipes(config, ablation))
-        sections.append("## Ablation (test accuracy, all classes, mean ± std over seeds)\n\n" + to_markdown(tables["ablation"]))
+        tables["ablation"] = with_recipes(ablation, ablation_recipes(studies, ablation))
+        note = ("" if len(variant_studies) == 1 else "Each study's recipe is its own config's; where the studies "
+                "of a row trained different recipes, `recipe` gives each, `study: recipe`, separated by ` / `.\n\n")
+        heading = "## Ablation (test accuracy, all classes, mean ± std over seeds)\n\n"
+        sections.append(heading + note + to_markdown(tables["ablation"]))
     write_tables(tables, out / "tables", formats)
     figures = [f for study in studies for f in study_figures(study, out / "figures" / (study.name if len(studies) > 1 else ""))]
     if figures:
@@ -284,7 +338,7 @@ def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("m
     return out
 
 
-def _study_section(study: StudyResults, tables: dict) -> str:
+def _study_section(study: StudyResults, tables: dict, baseline: str | None = None) -> str:
     finished, everything = study.finished, study.trials
     search = study.config.search
     lines = [f"## Study `{study.name}`", ""]
@@ -292,9 +346,10 @@ def _study_section(study: StudyResults, tables: dict) -> str:
         f"{len(finished)} trials finished of {len(everything)} started. Objective: `{search.metric}` ({search.mode}) on "
         "the validation split; the accuracy columns are on the test set, in percent, mean ± std over seeds where a "
         "configuration ran with several; a group's accuracy is the mean of its classes' accuracies and its header "
-        "gives its class count; `-` marks an empty group; bold is the best per column. `recipe` says what a row "
-        "trained: the base loss and the epoch DRW starts (`DRW@e`), each active term with its weight, the epoch "
-        "the terms start (`@e`; epochs here are the config's 0-based indices) and the centres."
+        "gives its class count; `-` marks an empty group; bold is the best per column. `recipe`, in every table, "
+        "says what a row trained: the base loss and the epoch DRW starts (`DRW@e`), each active term with its "
+        "weight, the epoch the terms start (`@e`; epochs here are the config's 0-based indices), the centres, and "
+        "mixup (`(both labels)`: a mixed image counts for both its labels in the terms) and cRT epochs where used."
     )
     notes = finished["counts_note"].dropna().unique() if "counts_note" in finished else []
     if len(notes):
@@ -310,19 +365,35 @@ def _study_section(study: StudyResults, tables: dict) -> str:
                   f"`{search.metric}` ({search.mode}) within its stratum, never across strata; `(val)` is that "
                   "objective, the accuracy columns are on the test set (mean ± std over seeds). "
                   "`figures/best_by_stratum.png` plots the best values against the stratum.",
-                  "", to_markdown(tables["best_by_stratum"])]  # fmt: skip
+                  "", to_markdown(tables["best_by_stratum"]),
+                  *_stratum_recipes(study, tables["best_by_stratum"])]  # fmt: skip
     if "shot" in tables:
         lines += ["", "### Head / medium / tail accuracy", "", to_markdown(tables["shot"])]
         lines += ["### Neural collapse (training features, final epoch)", "", to_markdown(tables["nc"])]
         lines += ["### Neural collapse by frequency group", "", to_markdown(tables["nc_groups"])]
+    base = _baseline_recipe(study, baseline) if baseline and "differences" in tables else None
+    against = f"Baseline `{baseline}`: {base}." if base else ""
     if "differences" in tables:
         lines += ["### Differences against the baseline (paired by seed, 95% t-interval, percentage points)", "",
-                  to_markdown(tables["differences"])]  # fmt: skip
+                  *([against, ""] if against else []), to_markdown(tables["differences"])]  # fmt: skip
     if "differences_nc" in tables:
         lines += ["### Neural-collapse differences against the baseline (paired by seed, 95% t-interval)", "",
                   "NC1 lower is more collapse; angles in degrees, larger is better separated (training features).",
                   "", to_markdown(tables["differences_nc"])]  # fmt: skip
     return "\n".join(lines)
+
+
+def _stratum_recipes(study: StudyResults, table: Table) -> list[str]:
+    """The recipe of each best-by-stratum row, as a list below the table (its `recipe` is in the CSV).
+    A list, not a column: the table already has a column per stratum key and per searched parameter
+    besides its five metrics, and has a row per stratum only, so a line per row keyed by its stratum
+    reads more easily than a sixth wide text column."""
+    numbers = table.numbers
+    lines = ["Recipe of each row:", ""]
+    for _, row in numbers.iterrows():
+        key = ", ".join(f"{c.removeprefix('param.')}={value_text(row[c])}" for c in study.strata)
+        lines.append(f"- `{key}`: {row['recipe']}")
+    return lines + [""]
 
 
 NOT_IN_TABLES = {

@@ -65,11 +65,15 @@ class Table:
     marked: frozenset[tuple[int, str]] = frozenset()
 
 
-def with_recipes(table: Table, recipes: Sequence[str]) -> Table:
+def with_recipes(table: Table, recipes: Sequence[str], shown: bool = True) -> Table:
     """`table` with a `recipe` label column (what each row trained: ncstudy.terms.recipe_label) after
-    its label columns, in the CSV numbers and in the shown table."""
+    its label columns, in the CSV numbers and in the shown table; `shown=False` puts it in the CSV
+    numbers only (after the label columns; the shown table and its label count stay as they were), for
+    a table whose report gives the recipes below it instead."""
     numbers, display = table.numbers.copy(), table.display.copy()
     numbers.insert(table.labels, "recipe", list(recipes))
+    if not shown:
+        return Table(numbers, display, table.labels, table.marked)
     display.insert(table.labels, "recipe", list(recipes))
     return Table(numbers, display, table.labels + 1, table.marked)
 
