@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ncstudy.cli import main
-from ncstudy.config import load_study
+from ncstudy.config import AshaConfig, load_study
 from ncstudy.outputs.report import build_report
 from ncstudy.outputs.tables import best_per_stratum
 
@@ -123,3 +123,34 @@ def test_the_figure_has_a_line_per_further_stratum_and_no_panel_for_text_paramet
                                             "name=focal": ([10, 50, 100], [0.03, None, 0.05])}}  # fmt: skip
     path = best_by_stratum(panels, "data.imbalance.ratio", tmp_path / "b.png", log_y=["regularizer.lambda_within"])
     assert path.exists() and path.stat().st_size > 0
+
+
+def _asha_decisions(study_strata: dict) -> dict[str, str]:
+    """ASHA's decision at epoch 1 for trials of two strata: r=10's score 0.9 and 0.8, then r=100's
+    0.3 and 0.2 (an easy and a hard stratum), reported in that order."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from ncstudy.study.search import scheduler
+
+    study = load_study(QUICKSTART).model_copy(deep=True)
+    study.search.strata = study_strata
+    study.search.space.pop("data.imbalance.ratio", None)
+    study.search.asha = AshaConfig(grace_period=1, reduction_factor=2)
+    asha = scheduler(study)
+    asha.set_search_properties("val_acc_all", "max")
+    decisions = {}
+    for name, ratio, score in [("a1", 10, 0.9), ("a2", 10, 0.8), ("b1", 100, 0.3), ("b2", 100, 0.2)]:
+        trial = SimpleNamespace(trial_id=name, config={"data.imbalance.ratio": ratio})
+        asha.on_trial_add(None, trial)
+        decision = asha.on_trial_result(None, trial, {"epoch": 1, "val_acc_all": score})
+        decisions[name] = "stop" if decision == TrialScheduler.STOP else "continue"
+    return decisions
+
+
+def test_asha_stops_a_trial_only_by_its_own_stratum():
+    """Without strata one ASHA compares the hard stratum's trials with the easy one's and stops its
+    best (b1); with strata each stratum has its rungs: b1 leads its own, b2 trails it."""
+    assert _asha_decisions({})["b1"] == "stop"
+    assert _asha_decisions({"data.imbalance.ratio": [10, 100]}) == {"a1": "continue", "a2": "stop", "b1": "continue", "b2": "stop"}

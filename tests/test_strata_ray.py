@@ -1,5 +1,6 @@
 """search.strata end to end through real Ray Tune + Optuna + Ray Train + MLflow: the quick start on
-digits with one search per imbalance ratio (2 strata x 2 configurations, 1 epoch each)."""
+digits with one search per imbalance ratio (2 strata x 2 configurations, 1 epoch each), under ASHA
+with rungs per stratum."""
 
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def test_a_stratified_study_runs_its_budget_per_stratum_and_reports_the_best_of_
          "search.max_concurrent=2", "resources.cpus_per_worker=1", "model.width=8", "metrics.every=0",
          "search.space={regularizer.lambda_within: {type: loguniform, low: 0.001, high: 0.1}, "
          "regularizer.lambda_between: {type: loguniform, low: 0.01, high: 1.0}}",
-         "search.strata={data.imbalance.ratio: [10, 50]}"],
+         "search.strata={data.imbalance.ratio: [10, 50]}",
+         "search.asha={grace_period: 1, reduction_factor: 2}"],  # StratifiedASHA reads each trial's stratum
     )  # fmt: skip
     outcome = run_study(study, results)
     assert outcome.planned == 4 and outcome.finished == 4 and outcome.complete, outcome

@@ -299,12 +299,46 @@ def searcher_and_space(study: StudyConfig, optuna_storage: str) -> tuple[Searche
 
 
 def scheduler(study: StudyConfig) -> AsyncHyperBandScheduler | None:
+    """ASHA (search.asha), with rungs of its own per stratum when the study has strata."""
     asha = study.search.asha
     if asha is None:
         return None
-    return AsyncHyperBandScheduler(
+    settings = dict(
         time_attr="epoch",  # completed epochs; a restored trial repeats its checkpoint's report (ncstudy.study.train_worker)
         max_t=study.train.total_epochs,
         grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor,
     )
+    if study.search.strata:
+        return StratifiedASHA(list(study.search.strata), **settings)
+    return AsyncHyperBandScheduler(**settings)
+
+
+class StratifiedASHA(AsyncHyperBandScheduler):
+    """ASHA (Li et al., MLSys 2020) whose rungs hold one stratum's trials each (search.strata): a trial
+    is stopped only by results of its own stratum, as its searcher compares only those, so the trials
+    of an easy stratum (r = 10) do not cut those of a hard one (r = 100).
+
+    Ray's AsyncHyperBandScheduler picks a trial's bracket from `_brackets` in `on_trial_add` and keeps
+    it in `_trial_info`, which every later call reads; this points `_brackets` at the trial's
+    stratum's own brackets, built by a scheduler of the same settings, just before that pick. Tune
+    saves a scheduler's __dict__ with the experiment, so every stratum's rungs survive a resume."""
+
+    def __init__(self, stratum_keys: list[str], **settings: Any):
+        super().__init__(**settings)
+        self._stratum_keys = stratum_keys
+        self._settings = settings
+        self._stratum_brackets: dict[tuple[str, ...], list] = {}
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        stratum = tuple(repr(trial.config[key]) for key in self._stratum_keys)  # StratifiedSearch sets them
+        if stratum not in self._stratum_brackets:
+            self._stratum_brackets[stratum] = AsyncHyperBandScheduler(**self._settings)._brackets
+        self._brackets = self._stratum_brackets[stratum]
+        super().on_trial_add(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        lines = [f"Using stratified AsyncHyperBand: num_stopped={self._num_stopped}"]
+        for stratum, brackets in self._stratum_brackets.items():
+            lines += [f"stratum {', '.join(stratum)}:", *(bracket.debug_str() for bracket in brackets)]
+        return "\n".join(lines)
