@@ -18,7 +18,9 @@ The recipes under studies/recipes/ (the paper's text, the released code, LDAM-DR
 `--set` overrides apply after merging, and the resolved config (the one `validate` prints and
 study.yaml records) has no `base` key. Bad input is refused with one line naming the file and key,
 exit status 2 (README, "The command line"): text that is not UTF-8, duplicate keys, malformed YAML, a
-base that is missing or not a mapping, a cycle of bases, an override naming no setting.
+base that is missing or not a mapping, a cycle of bases, an override naming no setting. A setting the
+schema refuses is blamed on whoever set it last: the study file, a base (`recipes/x.yaml (base of
+s.yaml): train.lerning_rate: ...`) or `--set`; reading records that source for every setting.
 
 Data paths. After validation, `data.root` and the file lists are made absolute against the data
 root ($NCSTUDY_DATA, else ./data; ncstudy.data_root), so every Ray worker gets the paths the driver
@@ -34,11 +36,12 @@ from typing import Any, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ncstudy.config import StudyConfig, _describe, _section_model, set_dotted, validate_space
+from ncstudy.config import StudyConfig, _describe, _location_parts, _section_model, set_dotted, validate_space
 from ncstudy.data_root import DATA_PATH_KEYS, resolved_data_paths
 from ncstudy.errors import StudyError, excerpt
 
 BASE_KEY = "base"
+OVERRIDE = "--set"  # the source of a setting that an override set
 # Mappings whose keys are the user's own: an entry replaces the base's whole, and null deletes it.
 USER_KEYED = (("search", "space"), ("search", "variants"), ("search", "strata"))
 
@@ -152,10 +155,21 @@ def _base_paths(value: Any, path: Path) -> list[Path]:
 def read_study_tree(path: str | Path) -> tuple[dict, list[Path]]:
     """The file's settings with its base files merged in, and the base files used (in the order
     they were applied); nothing is validated against the schema yet."""
-    return _read_tree(Path(path), ())
+    tree, bases, _ = _read_tree(Path(path), ())
+    return tree, bases
 
 
-def _read_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, list[Path]]:
+def _leaves(tree: dict, at: str = "") -> list[str]:
+    """The dotted keys of a tree's settings: its values that are not mappings, and empty mappings."""
+    keys: list[str] = []
+    for key, value in tree.items():
+        here = f"{at}.{key}" if at else str(key)
+        keys += _leaves(value, here) if isinstance(value, dict) and value else [here]
+    return keys
+
+
+def _read_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, list[Path], dict[str, str]]:
+    """As read_study_tree, and for each setting (dotted key) the file that set it last, as errors name it."""
     kind = "base file" if chain else "study file"
     if not chain:
         text = _read_study_text(path)
@@ -168,36 +182,72 @@ def _read_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, list[Path]]:
         raise StudyError(f"{path}: the file is empty; a {kind} is a mapping of sections (name, data, model, ...)")
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a {kind} must be a mapping of sections (name, data, model, ...)")
-    if BASE_KEY not in raw:
-        return raw, []
-    names = raw.pop(BASE_KEY)
+    has_base = BASE_KEY in raw
+    names = raw.pop(BASE_KEY, None)
+    via = f" via {', '.join(map(str, chain[1:]))}" if len(chain) > 1 else ""
+    label = f"{path} (base of {chain[0]}{via})" if chain else str(path)
+    own = dict.fromkeys(_leaves(raw), label)
+    if not has_base:
+        return raw, [], own
     identity = path.resolve()
     merged: dict = {}
     used: list[Path] = []
+    sources: dict[str, str] = {}
     for base in _base_paths(names, path):
         if base.resolve() in (*(p.resolve() for p in chain), identity):
             cycle = " -> ".join(str(p) for p in (*chain, path, base))
             raise StudyError(f"{path}: base: the base files form a cycle ({cycle})")
-        tree, below = _read_tree(base, (*chain, path))
+        tree, below, found = _read_tree(base, (*chain, path))
         merged = merge(merged, tree)
+        sources.update(found)
         used += [*below, base]
-    return merge(merged, raw), list(dict.fromkeys(used))
+    merged = merge(merged, raw)
+    sources.update(own)
+    settings = set(_leaves(merged))  # a setting a later file replaced (a list, a whole space entry) is not kept
+    return merged, list(dict.fromkeys(used)), {key: file for key, file in sources.items() if key in settings}
+
+
+def _source_of(sources: dict[str, str], key: str, study: Path) -> str:
+    """Who set `key`: the source of it or of its nearest recorded ancestor (a list element, a key
+    below a value); for a section, the one source of all its settings; else the study file."""
+    probe = key
+    while probe:
+        if probe in sources:
+            return sources[probe]
+        probe = probe.rpartition(".")[0]
+    below = {file for setting, file in sources.items() if not key or setting.startswith(f"{key}.")}
+    return below.pop() if len(below) == 1 else str(study)
+
+
+def _refused(sources: dict[str, str], key: str, study: Path, message: str) -> StudyError:
+    """`message` (which starts with `key`) prefixed by the file, or --set, that set `key`."""
+    source = _source_of(sources, key, study)
+    return StudyError(f"{OVERRIDE} {message}" if source == OVERRIDE else f"{source}: {message}")
 
 
 def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[StudyConfig, list[Path]]:
     """The validated study of `path` (bases merged, overrides applied, data paths resolved) and the
     base files it used; every failure is a one-line StudyError."""
     path = Path(path)
-    raw, bases = read_study_tree(path)
+    raw, bases, sources = _read_tree(path, ())
     for text in overrides:
         key, value = parse_override(text)
         _check_override_key(key)
-        set_dotted(raw, key, value)
+        set_dotted(raw, key, value)  # replaces whatever was at `key`, below it or above it
+        sources = {k: v for k, v in sources.items() if not (k.startswith(f"{key}.") or f"{key}.".startswith(f"{k}."))}
+        sources.update(dict.fromkeys(_leaves({key: value}), OVERRIDE))
     try:
         study = StudyConfig.model_validate(raw)
     except ValidationError as exc:
-        raise StudyError(f"{path}: {_describe(exc)}") from None
-    validate_space(study, source=str(path))
+        key = ".".join(_location_parts(exc.errors()[0]["loc"]))
+        raise _refused(sources, key, path, _describe(exc)) from None
+    try:
+        validate_space(study, source=str(path))
+    except StudyError as error:  # `{path}: search.space.KEY...: ...`: blamed on the file that set the entry
+        message = str(error).removeprefix(f"{path}: ")
+        if message == str(error):
+            raise
+        raise _refused(sources, message.split(":")[0].split(" ")[0], path, message) from None
     return with_resolved_data_paths(study), bases
 
 

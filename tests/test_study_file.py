@@ -130,3 +130,42 @@ def test_base_is_not_an_override(tmp_path):
     study_file = write(tmp_path, "s.yaml", "name: s\n")
     with pytest.raises(StudyError, match="--set base: no such setting"):
         load_study(study_file, ["base=other.yaml"])
+
+
+# A refused setting names the file that set it last (a base, with its study), or --set.
+BLAME_CASES = {
+    "typo-in-a-base": ({"recipes/typo.yaml": "train: {lerning_rate: 0.1}\n"}, "base: recipes/typo.yaml\nname: s\n", [],
+                       "recipes/typo.yaml (base of {s}): train.lerning_rate: Extra inputs are not permitted"),
+    "bad-value-in-a-base-of-a-base": (
+        {"a.yaml": "train: {epochs: -3}\n", "b.yaml": "base: a.yaml\nmodel: {width: 8}\n"},
+        "base: b.yaml\nname: s\n", [], "a.yaml (base of {s} via {b}): train.epochs: Input should be greater than"),
+    "list-element-in-a-base": ({"r.yaml": "train: {epochs: 4, milestones: [2, x]}\n"}, "base: r.yaml\nname: s\n", [],
+                               "r.yaml (base of {s}): train.milestones.1: "),
+    "space-entry-in-a-base": ({"r.yaml": "search: {space: {train.lrr: {type: loguniform, low: 0.01, high: 0.1}}}\n"},
+                              "base: r.yaml\nname: s\n", [],
+                              "r.yaml (base of {s}): search.space.train.lrr: no such setting"),
+    "overridden-in-the-study-file": ({"r.yaml": "train: {epochs: 3, lerning_rate: 0.1}\n"},
+                                     "base: r.yaml\nname: s\ntrain: {lerning_rate: 0.2}\n", [],
+                                     "{s}: train.lerning_rate: Extra inputs are not permitted"),
+    "overridden-by-set": ({"r.yaml": "train: {epochs: -3}\n"}, "base: r.yaml\nname: s\n", ["train.epochs=-1"],
+                          "--set train.epochs: Input should be greater than"),
+    "set-below-a-base-section": ({"r.yaml": "train: {milestones: [2]}\n"}, "base: r.yaml\nname: s\n",
+                                 ["train.milestones=[1, x]"], "--set train.milestones.1: "),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("bases, study_text, overrides, expected", BLAME_CASES.values(), ids=BLAME_CASES.keys())
+def test_a_refused_setting_names_the_file_that_set_it(tmp_path, capsys, bases, study_text, overrides, expected):
+    for name, text in bases.items():
+        write(tmp_path, name, text)
+    study_file = write(tmp_path, "s.yaml", study_text)
+    line = one_error_line(capsys, study_file, *overrides)
+    prefix = "" if expected.startswith(("{s}", "--set")) else f"{tmp_path}/"
+    expected = prefix + expected.format(s=study_file, b=tmp_path / "b.yaml")
+    assert line.startswith(f"error: {expected}"), line
+
+
+def test_a_set_override_replaces_a_base_value(tmp_path):
+    write(tmp_path, "r.yaml", "train: {epochs: -3}\n")
+    study_file = write(tmp_path, "s.yaml", "base: r.yaml\nname: s\n")
+    assert load_study(study_file, ["train.epochs=2"]).train.epochs == 2
