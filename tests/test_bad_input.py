@@ -7,6 +7,7 @@ Most cases go through `validate` in this process (it checks the study file and l
 """
 
 import io
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -351,3 +352,12 @@ def test_run_refuses_bad_input_before_ray_starts_and_writes_nothing(tmp_path):
         lines = err.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and cases[name][1] in lines[0], (name, err)
         assert not (tmp_path / f"results-{name}").exists(), name
+
+
+def test_report_of_a_study_folder_from_before_the_metric_renames(tmp_path, capsys):
+    """results/reference/quickstart was written with the old metric names: `report` says so in one line."""
+    shutil.copytree(ROOT / "results" / "reference" / "quickstart", tmp_path / "quickstart")
+    status = main(["report", "quickstart", "--results", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 2 and "Traceback" not in err, err
+    assert err.splitlines() == [err.strip()] and "before metric names took their split as prefix" in err

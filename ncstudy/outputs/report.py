@@ -87,6 +87,12 @@ def load_results(results: Path, name: str) -> StudyResults:
     trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs)
     if trials.empty and (folder / "trials.parquet").exists():  # a copied study without Ray's folder
         written = pd.read_parquet(folder / "trials.parquet")
+        if "acc_all" in written and "test_acc_all" not in written:
+            raise StudyError(
+                f"{folder / 'trials.parquet'}: written by an ncstudy before metric names took their split as "
+                "prefix (acc_all, not test_acc_all; README.md, 'Metric names'); its report.md is its report, "
+                "or run the study again to report it with this version"
+            )
         trials = written if "status" in written else written.assign(status="finished")
         epochs = pd.read_parquet(folder / "epochs.parquet") if (folder / "epochs.parquet").exists() else pd.DataFrame()
     if len(trials) and RATIO not in trials:
