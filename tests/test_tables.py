@@ -85,6 +85,17 @@ def test_shot_table_sort_column():
     assert table.display["regularizer.lambda_within"].tolist() == ["0.1", "0.01"]
 
 
+def test_shot_table_with_strata_groups_rows_and_marks_the_best_within_each_stratum():
+    """Ratio 50's rows are worse than ratio 10's everywhere, yet its best is bold in its own stratum."""
+    trials = pd.concat([_trials().assign(**{RATIO: 50}), _trials().assign(**{RATIO: 10})], ignore_index=True)
+    trials.loc[trials[RATIO] == 10, ["test_acc_all", "test_acc_many"]] += 0.05
+    table = shot_table(trials, [RATIO, LAMBDA], strata=[RATIO])
+    assert table.display["data.imbalance.ratio"].tolist() == ["10", "10", "50", "50"]
+    assert table.display["regularizer.lambda_within"].tolist() == ["0.01", "0.1", "0.01", "0.1"]
+    bold = {(row, header) for row, header in table.marked if header in ("All", "Many (2-3)")}
+    assert bold == {(0, "All"), (1, "Many (2-3)"), (2, "All"), (3, "Many (2-3)")}
+
+
 def test_markdown_bold_best_and_dash_for_empty_group():
     text = to_markdown(shot_table(_trials(), [LAMBDA]))
     lines = text.splitlines()

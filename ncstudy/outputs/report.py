@@ -197,7 +197,7 @@ def study_tables(study: StudyResults, baseline: str | None) -> dict:
     finished, by = study.finished, study.by
     if finished.empty:
         return {}
-    shot = shot_table(finished, by, sort_by=study.config.search.metric)
+    shot = shot_table(finished, by, sort_by=study.config.search.metric, strata=[c for c in study.strata if c in by])
     config = study.config
     tables = {
         "shot": _with_recipes(config, shot),
@@ -352,7 +352,8 @@ def _study_section(study: StudyResults, tables: dict, baseline: str | None = Non
         f"{len(finished)} trials finished of {len(everything)} started. Objective: `{search.metric}` ({search.mode}) on "
         "the validation split; the accuracy columns are on the test set, in percent, mean ± std over seeds where a "
         "configuration ran with several; a group's accuracy is the mean of its classes' accuracies and its header "
-        "gives its class count; `-` marks an empty group; bold is the best per column. `recipe`, in every table, "
+        "gives its class count; `-` marks an empty group; bold is the best per column (per stratum, in a stratified "
+        "study). `recipe`, in every table, "
         "says what a row trained: the base loss and the epoch DRW starts (`DRW@e`), each active term with its "
         "weight, the epoch the terms start (`@e`; epochs here are the config's 0-based indices), the centres, and "
         "mixup (`(both labels)`: a mixed image counts for both its labels in the terms) and cRT epochs where used."

@@ -186,14 +186,25 @@ def _group_header(trials: pd.DataFrame, column: str) -> str:
     return f"{header} ({low})" if low == high else f"{header} ({low}-{high})"
 
 
-def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "test_acc_all") -> Table:
+def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "test_acc_all", strata: Sequence[str] = ()) -> Table:
     """Head/medium/tail: a row per configuration, All / Many / Medium / Few as mean ± std over its
-    trials in percent, n trials; best first by the mean of `sort_by` (higher is better)."""
+    trials in percent, n trials; best first by the mean of `sort_by` (higher is better). With
+    `strata` (columns of `by`: search.strata) rows are grouped by stratum, in ascending order, and
+    the best per column is marked within each stratum, since only there are trials compared."""
     numbers = aggregate(trials, by, list(dict.fromkeys([*ACCURACY_COLUMNS, sort_by])))
     numbers = numbers.sort_values(f"{sort_by}_mean", ascending=False, na_position="last", kind="stable")
+    if strata:
+        order = sorted(range(len(numbers)), key=lambda i: _stratum_order([numbers[c].iloc[i] for c in strata]))
+        numbers = numbers.iloc[order]  # a stable sort: best first within each stratum
     numbers = numbers.reset_index(drop=True)
     headers = {c: _group_header(trials, c) for c in ACCURACY_COLUMNS}
-    shown, marked = _mean_std_columns(numbers, headers, mark_best=True)
+    shown, marked = {}, set()
+    groups = numbers.groupby(list(strata), dropna=False, sort=False).indices.values() if strata else [range(len(numbers))]
+    for rows in groups:
+        part, part_marked = _mean_std_columns(numbers.iloc[list(rows)].reset_index(drop=True), headers, mark_best=True)
+        for header, texts in part.items():
+            shown.setdefault(header, []).extend(texts)
+        marked |= {(rows[i], header) for i, header in part_marked}
     display = pd.DataFrame({**_label_columns(numbers, by), **shown, "n": [str(n) for n in numbers["n"]]})
     return Table(numbers, display, len(by), frozenset(marked))
 
