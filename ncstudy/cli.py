@@ -84,17 +84,34 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from ncstudy.config import load_study
+    from ncstudy.config import get_dotted, load_study
     from ncstudy.data.build import build_data
     from ncstudy.data.describe import describe_text, plot_profile
 
     study = load_study(args.study, args.overrides)
     data = build_data(study.data)
     print(describe_text(data, study.data))
+    for key, values in _searched_data_settings(study).items():
+        shown = get_dotted(study.model_dump(mode="json"), key)
+        print(f"note: the study sets {key} per trial ({values}); shown is {shown}: "
+              f"describe another with --set {key}=VALUE")  # fmt: skip
     if args.plot:
         plot_profile(data, args.plot)
         print(f"profile plot: {args.plot}")
     return 0
+
+
+def _searched_data_settings(study) -> dict[str, str]:
+    """The data settings a study's trials set themselves (strata, search space, variants): each with
+    the values it takes, so `data describe` can say that it shows one of them."""
+    search = study.search
+    found = {key: ", ".join(map(str, values)) for key, values in search.strata.items()}
+    for key, param in search.space.items():
+        found[key] = ", ".join(map(str, param.values)) if hasattr(param, "values") else f"{param.low} to {param.high}"
+    for bundle in search.variants.values():
+        for key in bundle:
+            found.setdefault(key, "set by variants")
+    return {key: values for key, values in found.items() if key.startswith("data.")}
 
 
 def _quiet_libraries(verbose: bool) -> None:

@@ -154,3 +154,11 @@ def test_asha_stops_a_trial_only_by_its_own_stratum():
     best (b1); with strata each stratum has its rungs: b1 leads its own, b2 trails it."""
     assert _asha_decisions({})["b1"] == "stop"
     assert _asha_decisions({"data.imbalance.ratio": [10, 100]}) == {"a1": "continue", "a2": "stop", "b1": "continue", "b2": "stop"}
+
+
+def test_data_describe_says_which_data_settings_the_trials_set(capsys):
+    """The counts shown are for the file's ratio; each stratum (or searched ratio) has its own."""
+    assert main(["data", "describe", str(QUICKSTART), f"--set={NO_RATIO_IN_SPACE}", "--set=search.strata={data.imbalance.ratio: [10, 50]}"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == ("note: the study sets data.imbalance.ratio per trial (10, 50); shown is 10.0: describe another with "
+                    "--set data.imbalance.ratio=VALUE")  # fmt: skip
