@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from ncstudy.study.stale_checkpoints import named_checkpoints
+
 ROOT = Path(__file__).resolve().parents[1]
 # The quick start sized down: a trial takes seconds of training, the rest is Ray's start-up.
 TINY = ["--set", "model.width=4", "--set", "model.feature_dim=16", "--set", "metrics.every=0",
@@ -60,3 +62,13 @@ def _session(pid: int) -> int | None:
         return os.getsid(pid)
     except (ProcessLookupError, PermissionError):
         return None
+
+
+def stage_a_replaced_checkpoint(experiment: Path) -> list[Path]:
+    """What a driver killed between Tune's checkpoint deletion and its state save leaves behind: each
+    trial's checkpoint that the state names moved one index on, as if a newer one had replaced it."""
+    state = sorted(experiment.glob("experiment_state-*.json"))[-1]
+    named = [experiment / folder / name for folder, name in named_checkpoints(state) if (experiment / folder / name).exists()]
+    for path in named:
+        path.rename(path.with_name(f"checkpoint_{int(path.name.rsplit('_', 1)[1]) + 1:06d}"))
+    return named

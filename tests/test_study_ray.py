@@ -1,16 +1,18 @@
 """End to end through real Ray Tune + Optuna + Ray Train + MLflow: a 2-trial, 2-epoch study."""
 
 import math
+import shutil
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 import yaml
+from processes import stage_a_replaced_checkpoint
 
 from ncstudy.config import load_study
 from ncstudy.study.driver import run_study
-
-from pathlib import Path
+from ncstudy.study.stale_checkpoints import restore_named_checkpoints
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
 
@@ -107,7 +109,6 @@ def test_an_unschedulable_trial_is_refused_before_anything_is_written(ray_sessio
 
 
 def test_report_writes_every_format_and_figure_and_marks_unfinished_trials(finished_study, tmp_path):
-    import shutil
 
     from ncstudy.outputs.report import build_report
 
@@ -203,3 +204,16 @@ def test_a_two_worker_ray_train_trial_gives_the_numbers_of_one_worker_with_the_g
     for split, images in (("val", 200), ("test", 500)):
         difference = (ray_epochs[f"{split}_acc_all"] - one[f"{split}_acc_all"]).abs().max()
         assert difference <= 1 / images + 1e-9, (split, difference)
+
+
+def test_a_checkpoint_the_saved_state_names_is_given_back_before_resume(finished_study, tmp_path):
+    """Read from Ray Tune's real experiment state: each trial's named checkpoint is found, and a newer
+    one takes its name when it is missing (ncstudy.study.stale_checkpoints)."""
+    _, results, _ = finished_study
+    experiment = shutil.copytree(results / "integration" / "ray" / "tune", tmp_path / "tune")
+    assert restore_named_checkpoints(experiment) == []  # a consistent state is left alone
+    named = stage_a_replaced_checkpoint(experiment)
+    assert len(named) == 2 and not any(path.exists() for path in named)
+    lines = restore_named_checkpoints(experiment)
+    assert len(lines) == 2 and all("it resumes from checkpoint_" in line for line in lines)
+    assert all(path.exists() and (path / "collapse.npz").exists() for path in named)

@@ -34,6 +34,7 @@ from ncstudy.outputs.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
     write_tracking,
 )  # fmt: skip
+from ncstudy.study.stale_checkpoints import restore_named_checkpoints
 from ncstudy.study.tracking import TRIAL_TAG, StudyTracker, study_tracker
 from ncstudy.study.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
 from ncstudy.study.trial_runs import TrialRuns
@@ -221,6 +222,8 @@ def _resume_locked(study: StudyConfig, paths: StudyPaths, source: Source, max_co
     tracker.client.update_run(parent_run_id, status="RUNNING")
     write_state(paths, "running")
     if tune.Tuner.can_restore(str(paths.tune_experiment)):
+        for line in restore_named_checkpoints(paths.tune_experiment):  # a driver killed mid-save (module docstring)
+            print(f"note: {line}")
         tuner = tune.Tuner.restore(
             str(paths.tune_experiment),
             trainable=_trainable(study, paths, source),
