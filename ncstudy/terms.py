@@ -12,8 +12,11 @@ names the keys and the fix) for:
 - a regularizer weight whose start epoch is not before the last epoch, and DRW whose epoch is not
   (with `before_start: frozen_centres` L_W still pulls towards the frozen centres; L_B is refused);
 - a temperature with lambda_B = 0 (the soft-min is never computed);
-- LDAM on a cosine head with a scale: LDAM scales the logits by its own s (Cao et al., NeurIPS 2019,
-  pair it with an unscaled normalized head), so the logits would be scaled twice;
+- LDAM on a head other than the unscaled normalized one: LDAM multiplies the logits by its own
+  s = 30, which assumes cosines (Cao et al., NeurIPS 2019, Sec. 5: unit-norm features and weights
+  "then multiply the logits by a constant scale s = 30"; NormedLinear in LDAM-DRW and in the released
+  NCfeature code). A cosine head with a scale would scale them twice, a linear head's unbounded
+  logits 30-fold;
 - `before_start: frozen_centres` without learnable centres (only those can be frozen).
 
 The study is read by attribute only (a StudyConfig), so this module imports nothing of the schema.
@@ -59,6 +62,12 @@ def refuse_inert_terms(study: Any) -> None:
         raise ValueError(
             f"loss.drw_epoch: {loss.drw_epoch} is not before the last epoch (train.epochs {train.epochs}), so DRW "
             "never switches on; lower drw_epoch (0-based) or set loss.reweight: none"
+        )
+    if loss.name == "ldam" and model.head == "linear":
+        raise ValueError(
+            f"loss.name ldam scales the logits by loss.ldam_scale ({loss.ldam_scale:g}), which assumes cosines, and "
+            "model.head linear's are unbounded; set model.head: cosine with model.head_scale: 1 (LDAM-DRW's "
+            "normalized classifier)"
         )
     if loss.name == "ldam" and model.head == "cosine" and model.head_scale != 1:
         raise ValueError(

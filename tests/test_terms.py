@@ -27,6 +27,7 @@ INERT = [
     ({"regularizer": {"centers": "ema", "before_start": "frozen_centres"}}, "needs centers learnable"),
     ({"loss": {"reweight": "drw", "drw_epoch": 160}, "train": {"epochs": 2}}, "loss.drw_epoch: 160"),
     ({"loss": {"name": "ldam"}, "model": {"head": "cosine", "head_scale": 16}}, "model.head_scale: 1"),
+    ({"loss": {"name": "ldam"}, "model": {"head": "linear"}}, "model.head: cosine with model.head_scale: 1"),
 ]
 
 
