@@ -78,7 +78,8 @@ def refuse_inert_terms(study: Any) -> None:
 
 def recipe_label(study: Any) -> str:
     """The active terms of one trial with their weights and start epochs, e.g.
-    `CE, DRW@160 + L_W 0.01 + L_B 0.1 (T 0.5) @0, learnable centres; mixup 0.2 (both labels)`. Epochs
+    `CE, DRW@160 + L_W 0.01 + L_B 0.1 (T 0.5) @0, learnable centres; mixup 0.2 (both labels)`; the
+    logit-adjusted loss states its tau and focal its gamma (at 0 both are plain CE). Epochs
     are the config's 0-based values (`start_epoch`, `drw_epoch`), written `@e`. `(both labels)` is
     `regularizer.mixup_labels: both` (a mixed image counts for both its labels in the terms), stated
     only where it acts: with mixup and an active term; the default (`dominant`) is not written."""
@@ -86,6 +87,8 @@ def recipe_label(study: Any) -> str:
     base = LOSS_NAMES.get(loss.name, loss.name)
     if loss.name == "logit_adjusted":
         base += f" (tau {loss.tau:g})"
+    elif loss.name == "focal":  # gamma 0 is plain CE: the label says which point of the family ran
+        base += f" (gamma {loss.focal_gamma:g})"
     if loss.reweight == "drw":
         base += f", DRW@{loss.drw_epoch}"
     elif loss.reweight == "class_balanced":

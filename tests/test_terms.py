@@ -99,6 +99,8 @@ def test_recipe_label_states_terms_weights_and_epochs():
     assert recipe_label(study) == "CE, DRW@160 + L_W 0.01 + L_B 0.5 (T 0.5) @100, learnable centres"
     plain = StudyConfig.model_validate({"name": "x", "regularizer": {"lambda_within": 0, "lambda_between": 0}})
     assert recipe_label(plain) == "CE"
+    focal_ce = StudyConfig.model_validate({"name": "x", "loss": {"name": "focal", "focal_gamma": 0}})
+    assert recipe_label(focal_ce).startswith("focal (gamma 0) + L_W"), recipe_label(focal_ce)
 
 
 def test_load_study_names_the_file(tmp_path):
