@@ -1,5 +1,5 @@
 """Which terms of a trial's loss act, and from when: the refusal of settings that make a term inert,
-and the compact recipe a report row states (docs/design.md, "Every row means what its name says").
+and the compact recipe a report row states (README.md, "The method": "No inert rows").
 
 A setting that leaves a term without any effect would let a table row train something other than its
 name says, without an error. `refuse_inert_terms` raises ValueError (a one-line validation error that

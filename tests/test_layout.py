@@ -6,6 +6,7 @@ the engine never pull in Ray, and nothing below study/ imports it."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ncstudy"
@@ -59,3 +60,30 @@ def test_the_layers_are_folders_and_the_top_level_is_small():
     top = {p.stem for p in PACKAGE.glob("*.py")}
     assert top == BASE | RUNNERS | PUBLIC_PATHS | {"__init__"}
     assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} == set(LAYERS) - {"base", "runners"}
+
+
+CITATION = re.compile(r'(README(?:\.md)?|docs/design\.md),\s+"([^"]+)"')
+
+
+def named_sections(document: Path) -> set[str]:
+    """The titles a citation may name: headings, and bold or plain paragraph leads ("**Metric
+    names**", "Public API:")."""
+    text = document.read_text()
+    return ({m.group(1).strip() for m in re.finditer(r"^#+ (.+)$", text, re.M)}
+            | {m.group(1) for m in re.finditer(r"\*\*([^*]+?)\.?\*\*", text)}
+            | {m.group(1) for m in re.finditer(r"^([A-Z][\w -]+):", text, re.M)})  # fmt: skip
+
+
+def test_every_cited_section_exists():
+    """A docstring's `(README.md, "Data")` or `(docs/design.md, "Worker-count invariance")` names a
+    heading (or its first words) or a paragraph lead that is there, so a reader finds it."""
+    root = PACKAGE.parent
+    sections = {"README": named_sections(root / "README.md"), "docs/design.md": named_sections(root / "docs/design.md")}
+    missing = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(root / "tests").glob("*.py"), *(root / "benchmarks").glob("*.py")]):
+        for document, wrapped in CITATION.findall(path.read_text()):
+            title = " ".join(word for word in wrapped.split() if word != "#")  # wrapped in a docstring or comment
+            titles = sections[document.removesuffix(".md") if document.startswith("README") else document]
+            if not any(name.startswith(title) for name in titles):
+                missing.append(f"{path.relative_to(root)}: {document}, \"{title}\"")
+    assert not missing, "\n".join(missing)

@@ -2,7 +2,7 @@
 
 The long-tailed subset follows the benchmark's profile (`class_counts`, n_max = the smallest class's
 pool by default: 5,000 for CIFAR-10, 500 for CIFAR-100). Validation images are drawn from the pool
-images the subset did not use (docs/design.md, "Outputs"), so the objective never touches the test set
+images the subset did not use (README.md, "Data"), so the objective never touches the test set
 and never sees a training image. Every class has `val_per_class` validation images, so the objective
 sees every class: where the subset would use a class's whole pool (CIFAR-10-LT's head class at n_max
 5,000), that class trains on its pool minus the validation images (4,980), a deviation from the
