@@ -12,11 +12,11 @@ names the keys and the fix) for:
 - a regularizer weight whose start epoch is not before the last epoch, and DRW whose epoch is not
   (with `before_start: frozen_centres` L_W still pulls towards the frozen centres; L_B is refused);
 - a temperature with lambda_B = 0 (the soft-min is never computed);
-- LDAM on a head other than the unscaled normalized one: LDAM multiplies the logits by its own
-  s = 30, which assumes cosines (Cao et al., NeurIPS 2019: both kaidic/LDAM-DRW's train scripts and
-  the released NCfeature code set `use_norm = True if args.loss_type == 'LDAM'`, a NormedLinear
-  classifier). A cosine head with a scale would scale them twice, a linear head's unbounded logits
-  30-fold;
+- LDAM on a linear or a scaled cosine head (logits that are not cosines): LDAM multiplies the
+  logits by its own s = 30, which assumes cosines (Cao et al., NeurIPS 2019: kaidic/LDAM-DRW's train
+  scripts and the released NCfeature code set `use_norm = True if args.loss_type == 'LDAM'`, a
+  NormedLinear classifier). A scaled cosine head's logits would be scaled twice, a linear head's
+  unbounded ones 30-fold;
 - `before_start: frozen_centres` without learnable centres (only those can be frozen).
 
 The study is read by attribute only (a StudyConfig), so this module imports nothing of the schema.
