@@ -30,6 +30,7 @@ resolved.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, get_origin
 
@@ -42,6 +43,7 @@ from ncstudy.errors import StudyError, excerpt
 
 BASE_KEY = "base"
 OVERRIDE = "--set"  # the source of a setting that an override set
+LEADING_KEY = re.compile(r"([\w.]*)")  # the dotted key a message starts with ("" when none)
 # Mappings whose keys are the user's own: an entry replaces the base's whole, and null deletes it.
 USER_KEYED = (("search", "space"), ("search", "variants"), ("search", "strata"))
 
@@ -239,8 +241,11 @@ def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     try:
         study = StudyConfig.model_validate(raw)
     except ValidationError as exc:
-        key = ".".join(_location_parts(exc.errors()[0]["loc"]))
-        raise _refused(sources, key, path, _describe(exc)) from None
+        message = _describe(exc)
+        # A check across settings (refuse_inert_terms, ...) has no location; its message starts with the
+        # key it refuses (`loss.name ldam ...`, `regularizer.start_epoch: ...`), blamed like a location.
+        key = ".".join(_location_parts(exc.errors()[0]["loc"])) or LEADING_KEY.match(message).group(1)
+        raise _refused(sources, key, path, message) from None
     try:
         validate_space(study, source=str(path))
     except StudyError as error:  # `{path}: search.space.KEY...: ...`: blamed on the file that set the entry

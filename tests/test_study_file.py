@@ -151,6 +151,10 @@ BLAME_CASES = {
                           "--set train.epochs: Input should be greater than"),
     "set-below-a-base-section": ({"r.yaml": "train: {milestones: [2]}\n"}, "base: r.yaml\nname: s\n",
                                  ["train.milestones=[1, x]"], "--set train.milestones.1: "),
+    # a check across settings names the one its message leads with
+    "inert-term-by-set": ({}, "name: s\n", ["loss.name=ldam"], "--set loss.name ldam scales the logits"),
+    "inert-term-in-a-base": ({"r.yaml": "regularizer: {temperature: 0.5, lambda_between: 0}\n"}, "base: r.yaml\nname: s\n",
+                             [], "r.yaml (base of {s}): regularizer.temperature: 0.5 has no effect"),
 }  # fmt: skip
 
 
