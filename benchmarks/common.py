@@ -41,7 +41,7 @@ def best_of(repeats: int, run: Callable[[], float]) -> dict:
 
 
 # `python -m benchmarks --quick` sets "-quick", so a quick run (smaller settings) never overwrites the
-# full run's NAME.json, which README's performance table cites.
+# full run's NAME.json, which docs/performance.md's table cites.
 RESULT_SUFFIX = ""
 
 

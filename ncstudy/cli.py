@@ -1,6 +1,6 @@
 """Command line: run | train | resume | validate | report | data describe. Thin: parse, call, print.
 
-Exit status (README.md, "The command line"): 0 when every planned trial finished; 1 when a trial
+Exit status (docs/cli.md, "Exit status"): 0 when every planned trial finished; 1 when a trial
 failed (each is listed with its error); 2 for an error a user can cause (a bad study file, an
 override, a data folder, a study folder in use), one line on stderr naming the key or file, nothing
 written; 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM / `ray job stop`).
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ncstudy.errors import StudyError
+from ncstudy.outputs.commands import ncstudy_command
 from ncstudy.study.interrupt import INTERRUPTION
 
 EXIT_TRIALS_FAILED = 1
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--restart", action="store_true", help="replace an existing study of the same name")
     run.add_argument("--fail-fast", action="store_true", help="stop the study at the first failed trial (default: record it and go on)")
+    _add_smoke(run)
     run.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
 
     train = commands.add_parser("train", help="train one configuration, without Ray", description="Train the study's base config (with --set overrides) once, in this process: no Ray, no Optuna. Writes RESULTS/<name>/ as a one-trial study (`report` reads it) and one MLflow run.")
@@ -44,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-tracking", dest="tracking", action="store_false", help="no MLflow run (MLflow need not be installed)")
     train.add_argument("--restart", action="store_true", help="replace an earlier `train` folder of the same name")
     train.add_argument("--no-figures", dest="figures", action="store_false", help="no figures/ at the end (matplotlib need not be installed)")
+    _add_smoke(train)
 
     resume = commands.add_parser("resume", help="continue an interrupted study", description="Continue an interrupted study to its planned trial count.")
     resume.add_argument("name", help="the study name (a folder under --results)")
@@ -53,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a study file and print the resolved config", description="Validate a study file (and overrides) and print the resolved config; writes nothing, except that with data.download: true a missing CIFAR is downloaded into data.root.")
     validate.add_argument("study", type=Path, help="the study YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    _add_smoke(validate)
 
     report = commands.add_parser("report", help="tables and figures of one or more studies", description="Write report.md, tables (Markdown, LaTeX, CSV) and figures of one study, or of several merged (ablation columns per study and ratio). Works on running and interrupted studies.")
     report.add_argument("names", nargs="+", metavar="NAME", help="study names (folders under --results)")
@@ -66,7 +70,27 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("study", type=Path, help="the study YAML file")
     describe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
     describe.add_argument("--plot", type=Path, metavar="FILE.png", help="also save the profile as a PNG")
+    _add_smoke(describe)
     return parser
+
+
+def _add_smoke(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--smoke", action="store_true",
+        help="a smaller copy of the study, NAME-smoke: at most 4 epochs with every epoch setting scaled, fewer images "
+             "and configurations, resources fitted to this machine (--set applies after it)",
+    )  # fmt: skip
+
+
+def _read(args: argparse.Namespace):
+    """The study of the command's file, --smoke and --set; with --smoke, says in one line what changed."""
+    from ncstudy.smoke import describe
+    from ncstudy.study_file import read_study
+
+    read = read_study(args.study, args.overrides, smoke=args.smoke)
+    if read.smoke is not None:
+        print(describe(read.full_name, read.smoke), file=sys.stderr if args.command == "validate" else sys.stdout, flush=True)
+    return read
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -84,11 +108,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from ncstudy.config import get_dotted, load_study
+    from ncstudy.config import get_dotted
     from ncstudy.data.build import build_data
     from ncstudy.data.describe import describe_text, plot_profile
 
-    study = load_study(args.study, args.overrides)
+    study = _read(args).study
     data = build_data(study.data)
     print(describe_text(data, study.data))
     for key, values in _searched_data_settings(study).items():
@@ -130,21 +154,20 @@ def _quiet_libraries(verbose: bool) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ncstudy.config import load_study
     from ncstudy.study.driver import run_study
 
-    study = load_study(args.study, args.overrides)
-    args.name = study.name  # for the interruption message
+    read = _read(args)
+    args.name = read.study.name  # for the interruption message
     _quiet_libraries(args.verbose)
-    return _print_outcome(run_study(study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast))
+    outcome = run_study(read.study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast, smoke=read.smoke_record())
+    return _print_outcome(outcome)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ncstudy.config import load_study
     from ncstudy.engine.loop import TrialDiverged
     from ncstudy.single_run import train_single
 
-    study = load_study(args.study, args.overrides)
+    study = _read(args).study
     for name in ("mlflow", "alembic"):  # schema migrations log at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
@@ -173,15 +196,19 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from ncstudy.config import dump_yaml
+    from ncstudy.study.cluster import check_local_resources
     from ncstudy.study.driver import preflight
-    from ncstudy.study_file import load_study_file
 
-    study, bases = load_study_file(args.study, args.overrides)
-    preflight(study)
-    print(dump_yaml(study), end="")
-    if bases:
-        print(f"# base files, applied in this order: {', '.join(map(str, bases))}", file=sys.stderr)
+    read = _read(args)
+    preflight(read.study)
+    print(dump_yaml(read.study), end="")
+    if read.bases:
+        print(f"# base files, applied in this order: {', '.join(map(str, read.bases))}", file=sys.stderr)
     print(f"# {args.study}: valid", file=sys.stderr)
+    try:
+        check_local_resources(read.study)
+    except StudyError as error:  # the file is valid; this machine cannot run it with a local Ray
+        print(f"# note: `run` here would refuse it: {error}", file=sys.stderr)
     return 0
 
 
@@ -197,7 +224,7 @@ def _print_outcome(outcome) -> int:
     if outcome.interrupted:
         print(
             f"interrupted: {outcome.finished} finished, {outcome.unfinished} unfinished; "
-            f"`python -m ncstudy resume {name}` continues it",
+            f"`{ncstudy_command('resume', name, outcome.folder.parent)}` continues it",
             file=sys.stderr,
         )
         return INTERRUPTION.exit_status
@@ -221,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():  # several refused settings: a line each
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         name = getattr(args, "name", None) or ""
-        again = f"; `python -m ncstudy resume {name}` continues it" if name else ""
+        again = f"; `{ncstudy_command('resume', name, args.results)}` continues it" if name else ""
         print(f"\ninterrupted{again}", file=sys.stderr)
         return INTERRUPTION.exit_status

@@ -8,7 +8,7 @@ are dotted paths into this schema (`regularizer.lambda_within`), and every value
 is validated like the file, so a bad range fails before Ray starts. Defaults follow the paper's
 CIFAR-10-LT row (Liu et al., AISTATS 2023, Table 1) where one applies.
 
-Bad input is refused here with one line naming the file and key (README, "The command line"): text that
+Bad input is refused here with one line naming the file and key (docs/cli.md, "Bad input"): text that
 is not UTF-8, duplicate keys, non-finite numbers, overrides naming no setting, search values Optuna
 cannot store, and conditions (`when`) that name no setting or can never hold.
 """
@@ -19,6 +19,7 @@ import copy
 import itertools
 import math
 import re
+from functools import partial
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
@@ -43,16 +44,18 @@ class Strict(BaseModel):
 
 class ImbalanceConfig(Strict):
     ratio: float = Field(100.0, ge=1, description="n_max / n_min; 1 is the balanced set")
-    profile: Literal["exp", "step"] = "exp"
+    profile: Literal["exp", "step"] = Field(
+        "exp", description="class counts: exp = n_max * (1/ratio)^(i/(C-1)) (LDAM-DRW); step = two levels, n_max and n_max / ratio"
+    )
     minority_fraction: float = Field(0.5, ge=0, le=1, description="step profile: share of minority classes")
-    n_max: int | None = Field(None, ge=1, description="images of the largest class; None = the smallest class's pool")
+    n_max: int | None = Field(None, ge=1, description="images of the largest class; null = the smallest class's pool")
 
 
 class ShotSplitConfig(Strict):
     """How classes are grouped into many / medium / few shot (ncstudy.data.groups.frequency_groups)."""
 
     rule: Literal["threshold", "index_ranges", "quantile"] | None = Field(
-        None, description="None = index_ranges for 10 classes (thresholds give CIFAR-10-LT 8/2/0), else threshold"
+        None, description="null = index_ranges for 10 classes (thresholds give CIFAR-10-LT 8/2/0), else threshold"
     )
     many_gt: int = Field(100, ge=0, description="threshold: many-shot has more than this many training images")
     few_lt: int = Field(20, ge=0, description="threshold: few-shot has fewer than this many")
@@ -69,7 +72,9 @@ class ShotSplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits", "cifar10", "cifar100", "parquet", "filelist"] = "digits"
+    dataset: Literal["digits", "cifar10", "cifar100", "parquet", "filelist"] = Field(
+        "digits", description="the image source: scikit-learn's bundled digits, CIFAR, Parquet image tables, or file lists"
+    )
     root: str | None = Field(
         None, description="cifar: torchvision root; parquet: folder of train/test.parquet; filelist: image root"
     )
@@ -79,14 +84,19 @@ class DataConfig(Strict):
     image_size: int = Field(224, ge=8, description="filelist: crop size")
     loader_workers: int = Field(4, ge=0, description="filelist: DataLoader worker processes per Train worker")
     download: bool = Field(False, description="cifar: download through torchvision when missing")
-    cache_dir: str | None = Field(None, description="decoded-image cache; None = $NCSTUDY_CACHE or ~/.cache/ncstudy")
-    imbalance: ImbalanceConfig = ImbalanceConfig()
+    cache_dir: str | None = Field(None, description="decoded-image cache; null = $NCSTUDY_CACHE or ~/.cache/ncstudy")
+    imbalance: ImbalanceConfig = Field(ImbalanceConfig(), description="the long-tailed profile of the training set")
     test_per_class: int = Field(50, ge=1, description="digits: balanced test images held out per class")
     val_per_class: int = Field(20, ge=1, description="validation images per class, from pool images the subset left")
+    eval_per_class: int | None = Field(
+        None, ge=1, description="at most this many test images per class, and validation images of a file list (a seeded draw); null = all"
+    )
     seed: int = Field(0, description="data seed: which images form the long-tailed subset")
-    augment: bool | None = Field(None, description="random crop (pad 4) + flip; None = on for 32x32 colour images")
-    sampler: Literal["instance", "class_balanced"] = "instance"
-    shot_split: ShotSplitConfig = ShotSplitConfig()
+    augment: bool | None = Field(None, description="random crop (pad 4) + flip; null = on for 32x32 colour images")
+    sampler: Literal["instance", "class_balanced"] = Field(
+        "instance", description="batch order: every image once per epoch, or classes drawn equally often"
+    )
+    shot_split: ShotSplitConfig = Field(ShotSplitConfig(), description="how classes are grouped into many / medium / few shot")
 
     @model_validator(mode="after")
     def _lists_for_filelist(self) -> "DataConfig":
@@ -103,8 +113,10 @@ WEIGHTED_LOSSES = ("ce", "focal", "ldam", "logit_adjusted")
 
 
 class ModelConfig(Strict):
-    arch: Literal[ARCHS] = "digits_cnn"
-    head: Literal["linear", "cosine", "etf"] = "linear"
+    arch: Literal[ARCHS] = Field("digits_cnn", description="the backbone (random init): a small CNN for digits, CIFAR ResNets, torchvision ResNets and ResNeXt")
+    head: Literal["linear", "cosine", "etf"] = Field(
+        "linear", description="the classifier: linear, cosine (scaled by head_scale) or a fixed simplex ETF"
+    )
     head_scale: float = Field(16.0, gt=0, description="cosine head: logits = scale * cos")
     width: int = Field(32, ge=1, description="digits_cnn: channels of the first block")
     feature_dim: int = Field(64, ge=1, description="digits_cnn: dimension of the features h")
@@ -115,16 +127,18 @@ class ModelConfig(Strict):
 
 
 class LossConfig(Strict):
-    name: Literal[LOSSES] = "ce"
-    focal_gamma: float = Field(1.0, ge=0)
-    ldam_max_margin: float = Field(0.5, gt=0)
-    ldam_scale: float = Field(30.0, gt=0)
+    name: Literal[LOSSES] = Field(
+        "ce", description="the base loss: cross-entropy, focal, LDAM, logit-adjusted, Balanced Softmax, dot-regression (ETF head)"
+    )
+    focal_gamma: float = Field(1.0, ge=0, description="focal: the focusing exponent gamma (0 = cross-entropy)")
+    ldam_max_margin: float = Field(0.5, gt=0, description="ldam: the margin of the rarest class (margins scale with n^-1/4)")
+    ldam_scale: float = Field(30.0, gt=0, description="ldam: the scale s of the normalized logits")
     tau: float = Field(1.0, description="logit_adjusted: weight of log prior (a searchable temperature)")
     reweight: Literal["none", "class_balanced", "drw"] = Field(
         "none", description="class-balanced weights (Cui et al. 2019) from the start, or from drw_epoch (DRW)"
     )
     drw_epoch: int = Field(160, ge=0, description="reweight=drw: the epoch the weights switch on")
-    cb_beta: float = Field(0.9999, ge=0, lt=1)
+    cb_beta: float = Field(0.9999, ge=0, lt=1, description="class-balanced weights: beta of the effective number (1 - beta^n) / (1 - beta)")
 
     @model_validator(mode="after")
     def _weights_need_a_weighted_loss(self) -> "LossConfig":
@@ -134,12 +148,14 @@ class LossConfig(Strict):
 
 
 class RegularizerConfig(Strict):
-    lambda_within: float = Field(0.01, ge=0)
-    lambda_between: float = Field(0.1, ge=0)
+    lambda_within: float = Field(0.01, ge=0, description="weight lambda_W of L_W, the within-class (NC1) term; 0 = off")
+    lambda_between: float = Field(0.1, ge=0, description="weight lambda_B of L_B, the between-class angle (NC2) term; 0 = off")
     lambda_center: float = Field(0.0, ge=0, description="centre loss (Wen et al. 2016), the ablation baseline")
-    temperature: float | None = Field(None, gt=0, description="soft-min temperature of L_B; None = hard min")
-    start_epoch: int = Field(0, ge=0)
-    centers: Literal["learnable", "ema", "batch"] = "learnable"
+    temperature: float | None = Field(None, gt=0, description="soft-min temperature of L_B; null = hard min")
+    start_epoch: int = Field(0, ge=0, description="the epoch the regularizers start (0 = the first); must be before the last epoch")
+    centers: Literal["learnable", "ema", "batch"] = Field(
+        "learnable", description="class centres: learnable parameters with their own SGD (released code), EMA class means, or the batch's class means"
+    )
     center_lr: float = Field(0.5, gt=0, description="learnable: SGD learning rate of the centres")
     ema_momentum: float = Field(0.9, ge=0, lt=1, description="ema: c <- m c + (1 - m) batch mean")
     before_start: Literal["none", "frozen_centres"] = Field(
@@ -151,24 +167,26 @@ class RegularizerConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(128, ge=1, description="per worker")
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    warmup_epochs: int = Field(5, ge=0)
-    schedule: Literal["multistep", "cosine"] = "multistep"
-    milestones: list[int] = Field(default_factory=lambda: [160, 180])
-    gamma: float = Field(0.1, gt=0)
+    epochs: int = Field(200, ge=1, description="epochs of the main stage (cRT epochs come after)")
+    batch_size: int = Field(128, ge=1, description="images per batch per worker; the global batch is batch_size x num_workers")
+    lr: float = Field(0.1, gt=0, description="SGD learning rate reached after the warm-up")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (main stage and cRT)")
+    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
+    warmup_epochs: int = Field(5, ge=0, description="epochs of linear learning-rate warm-up")
+    schedule: Literal["multistep", "cosine"] = Field(
+        "multistep", description="after the warm-up: x gamma at each milestone, or a cosine decay to 0 over the remaining epochs"
+    )
+    milestones: list[int] = Field(default_factory=lambda: [160, 180], description="multistep: the epochs at which the learning rate is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0, description="multistep: the learning-rate factor at each milestone")
     mixup_alpha: float = Field(0.0, ge=0, description="mixup (Zhang et al. 2018); 0 = off")
-    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value; null = no clipping")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
     compile: Literal["none", "default", "reduce-overhead"] = Field(
         "none", description="torch.compile mode of the training forward and backward (none = eager; a GPU gains, a CPU rarely)"
     )
     crt_epochs: int = Field(0, ge=0, description="cRT second stage (Kang et al. 2020): epochs; 0 = off")
-    crt_lr: float = Field(0.1, gt=0)
-    seed: int = 0
+    crt_lr: float = Field(0.1, gt=0, description="cRT: starting learning rate of the classifier (cosine decay over the stage)")
+    seed: int = Field(0, description="training seed: initialization, batch order and augmentation")
 
     @property
     def total_epochs(self) -> int:
@@ -183,31 +201,31 @@ class _Param(Strict):
 
 
 class LogUniform(_Param):
-    type: Literal["loguniform"]
-    low: float = Field(gt=0)
-    high: float = Field(gt=0)
+    type: Literal["loguniform"] = Field(description="a float drawn on a log scale")
+    low: float = Field(gt=0, description="the smallest value")
+    high: float = Field(gt=0, description="the largest value")
 
 
 class Uniform(_Param):
-    type: Literal["uniform"]
-    low: float
-    high: float
+    type: Literal["uniform"] = Field(description="a float drawn uniformly")
+    low: float = Field(description="the smallest value")
+    high: float = Field(description="the largest value")
 
 
 class IntRange(_Param):
-    type: Literal["int"]
-    low: int
-    high: int
+    type: Literal["int"] = Field(description="an integer drawn uniformly")
+    low: int = Field(description="the smallest value")
+    high: int = Field(description="the largest value")
 
 
 class Choice(_Param):
-    type: Literal["choice"]
-    values: list[Any] = Field(min_length=1)
+    type: Literal["choice"] = Field(description="one of the values, chosen by the sampler")
+    values: list[Any] = Field(min_length=1, description="single values: null, true/false, numbers or strings")
 
 
 class Grid(_Param):
-    type: Literal["grid"]
-    values: list[Any] = Field(min_length=1)
+    type: Literal["grid"] = Field(description="every value, in every combination (algorithm grid)")
+    values: list[Any] = Field(min_length=1, description="single values: null, true/false, numbers or strings")
 
 
 SpaceParam = Annotated[Union[LogUniform, Uniform, IntRange, Choice, Grid], Field(discriminator="type")]
@@ -229,7 +247,7 @@ def _check_scalar_values(key: str, param: Choice | Grid) -> None:
 
 class AshaConfig(Strict):
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
-    reduction_factor: int = Field(2, ge=2)
+    reduction_factor: int = Field(2, ge=2, description="at each rung, 1 / reduction_factor of the trials go on")
 
 
 class SearchConfig(Strict):
@@ -238,19 +256,19 @@ class SearchConfig(Strict):
     )
     sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="optuna: the sampler")
     num_samples: int = Field(8, ge=1, description="configurations to try, per stratum (grid: ignored, every combination)")
-    seeds: list[int] | None = Field(None, description="run every configuration once per training seed")
+    seeds: list[int] | None = Field(None, description="run every configuration once per training seed; null = once, with train.seed")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named bundles of settings, searched as the parameter `variant`"
     )
-    max_concurrent: int = Field(2, ge=1)
-    metric: str = "val_acc_all"
-    mode: Literal["max", "min"] = "max"
+    max_concurrent: int = Field(2, ge=1, description="trials running at once (lowered, with a note, to what a fixed Ray instance holds)")
+    metric: str = Field("val_acc_all", description="the objective: a validation metric, never a test one")
+    mode: Literal["max", "min"] = Field("max", description="maximize or minimize the objective")
     seed: int = Field(0, description="seeds the sampler")
     tpe_startup: int | None = Field(
-        None, ge=1, description="tpe: random trials before TPE models the results; None = num_samples // 4, 2 to 10"
+        None, ge=1, description="tpe: random trials before TPE models the results; null = num_samples // 4, 2 to 10"
     )
     asha: AshaConfig | None = Field(None, description="stop poor trials early (ASHA, Li et al. 2020)")
-    space: dict[str, SpaceParam] = Field(default_factory=dict)
+    space: dict[str, SpaceParam] = Field(default_factory=dict, description="dotted setting -> distribution (loguniform, uniform, int, choice, grid)")
     strata: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="settings -> values; one independent search (own sampler, own num_samples) per combination",
@@ -319,16 +337,16 @@ class SearchConfig(Strict):
 
 
 class TrackingConfig(Strict):
-    uri: str | None = Field(None, description="MLflow tracking URI; None = sqlite at RESULTS/mlflow.db")
-    experiment: str | None = Field(None, description="MLflow experiment; None = the study name")
+    uri: str | None = Field(None, description="MLflow tracking URI; null = sqlite at RESULTS/mlflow.db")
+    experiment: str | None = Field(None, description="MLflow experiment; null = the study name")
 
 
 class ResourcesConfig(Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train (DDP) workers per trial")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each worker holds; a fraction packs several trials on one GPU")
     address: str | None = Field(
-        None, description="Ray cluster to join (auto: the one running here); None = $RAY_ADDRESS, else a private local Ray"
+        None, description="Ray cluster to join (auto: the one running here); null = $RAY_ADDRESS, else a private local Ray"
     )
     max_failures: int = Field(0, ge=0, description="restarts of a failed trial from its last checkpoint (by Tune for one worker, by Ray Train for several)")
 
@@ -339,15 +357,15 @@ class MetricsConfig(Strict):
 
 class StudyConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, description="the study's folder under the results")
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    regularizer: RegularizerConfig = RegularizerConfig()
-    train: TrainConfig = TrainConfig()
-    search: SearchConfig = SearchConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    resources: ResourcesConfig = ResourcesConfig()
-    metrics: MetricsConfig = MetricsConfig()
+    data: DataConfig = Field(DataConfig(), description="the source and its long-tailed split")
+    model: ModelConfig = Field(ModelConfig(), description="a backbone returning (logits, features), and its head")
+    loss: LossConfig = Field(LossConfig(), description="the base loss and class weights")
+    regularizer: RegularizerConfig = Field(RegularizerConfig(), description="L_W, L_B, their centres, and the centre-loss baseline")
+    train: TrainConfig = Field(TrainConfig(), description="the training recipe")
+    search: SearchConfig = Field(SearchConfig(), description="the search: Ray Tune + Optuna")
+    tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow")
+    resources: ResourcesConfig = Field(ResourcesConfig(), description="what Ray gives each trial, and which Ray")
+    metrics: MetricsConfig = Field(MetricsConfig(), description="when NC metrics and test accuracy are measured")
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudyConfig":
@@ -365,7 +383,7 @@ def _describe(error: ValidationError, prefix: str = "") -> str:
     first = errors[0]
     location = ".".join(_location_parts(first["loc"]))
     location = ".".join(p for p in (prefix, location) if p)
-    message = first["msg"].removeprefix("Value error, ")
+    message = "; ".join(first["msg"].removeprefix("Value error, ").splitlines())
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{location}: {message}{more}" if location else f"{message}{more}"
 
@@ -458,17 +476,27 @@ def space_candidates(param: SpaceParam) -> list[Any]:
 def validate_space(study: StudyConfig, source: str = "study") -> None:
     """Each space key must name a setting, and each value it can produce must pass the schema; so
     must every variant bundle and every stratum value; and each `when` condition must name a setting
-    and be able to hold."""
+    and be able to hold. Every entry is checked, and all that are refused are named at once (a line
+    each); the combinations are checked once every entry passes alone."""
     tree = study.model_dump(mode="json")
-    for name, bundle in study.search.variants.items():
-        _check_variant(tree, f"{source}: search.variants.{name}", bundle)
+    checks = [partial(_check_variant, tree, f"{source}: search.variants.{name}", bundle)
+              for name, bundle in study.search.variants.items()]  # fmt: skip
     for key, param in study.search.space.items():
         where = f"{source}: search.space.{key}"
-        _check_space_entry(tree, where, key, param)
+        checks.append(partial(_check_space_entry, tree, where, key, param))
         for setting, value in (param.when or {}).items():
-            _check_condition(study, tree, f"{where}.when.{setting}", key, setting, value)
+            checks.append(partial(_check_condition, study, tree, f"{where}.when.{setting}", key, setting, value))
     for key, values in study.search.strata.items():
-        _check_space_entry(tree, f"{source}: search.strata.{key}", key, Choice(type="choice", values=list(values)))
+        choice = Choice(type="choice", values=list(values))
+        checks.append(partial(_check_space_entry, tree, f"{source}: search.strata.{key}", key, choice))
+    refused = []
+    for check in checks:
+        try:
+            check()
+        except StudyError as error:
+            refused.append(str(error))
+    if refused:
+        raise StudyError("\n".join(refused))
     _check_combinations(study, tree, source)
 
 

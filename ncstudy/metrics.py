@@ -1,4 +1,4 @@
-"""The documented import path of the frequency groups and the neural-collapse metrics (README.md,
+"""The documented import path of the frequency groups and the neural-collapse metrics (docs/design.md,
 "Public API"); they live in ncstudy.data.groups and ncstudy.method.metrics."""
 
 from ncstudy.data.groups import GROUPS, shot_groups

@@ -17,7 +17,7 @@ order), each relative to the file that names it. A base is read the same way (it
 The recipes under studies/recipes/ (the paper's text, the released code, LDAM-DRW) are such bases.
 `--set` overrides apply after merging, and the resolved config (the one `validate` prints and
 study.yaml records) has no `base` key. Bad input is refused with one line naming the file and key,
-exit status 2 (README, "The command line"): text that is not UTF-8, duplicate keys, malformed YAML, a
+exit status 2 (docs/cli.md, "Bad input"): text that is not UTF-8, duplicate keys, malformed YAML, a
 base that is missing or not a mapping, a cycle of bases, an override naming no setting. A setting the
 schema refuses is blamed on whoever set it last: the study file, a base (`recipes/x.yaml (base of
 s.yaml): train.lerning_rate: ...`) or `--set`; reading records that source for every setting.
@@ -31,18 +31,21 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ncstudy.config import StudyConfig, _describe, _location_parts, _section_model, set_dotted, validate_space
+from ncstudy.config import StudyConfig, _location_parts, _section_model, set_dotted, validate_space
 from ncstudy.data_root import DATA_PATH_KEYS, resolved_data_paths
 from ncstudy.errors import StudyError, excerpt
+from ncstudy.smoke import smoke_tree
 
 BASE_KEY = "base"
 OVERRIDE = "--set"  # the source of a setting that an override set
+SMOKE = "--smoke"  # the source of a setting that --smoke changed
 LEADING_KEY = re.compile(r"([\w.]*)")  # the dotted key a message starts with ("" when none)
 # Mappings whose keys are the user's own: an entry replaces the base's whole, and null deletes it.
 USER_KEYED = (("search", "space"), ("search", "variants"), ("search", "strata"))
@@ -227,37 +230,81 @@ def _refused(sources: dict[str, str], key: str, study: Path, message: str) -> St
     return StudyError(f"{OVERRIDE} {message}" if source == OVERRIDE else f"{source}: {message}")
 
 
-def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[StudyConfig, list[Path]]:
-    """The validated study of `path` (bases merged, overrides applied, data paths resolved) and the
-    base files it used; every failure is a one-line StudyError."""
+@dataclass(frozen=True)
+class StudyRead:
+    """A validated study, the base files it used, and with `--smoke` what the smaller copy changed
+    ({setting: (old, new)}, ncstudy.smoke) and the name of the study it copies."""
+
+    study: StudyConfig
+    bases: list[Path]
+    smoke: dict[str, tuple[Any, Any]] | None = None
+    full_name: str = ""
+
+    def smoke_record(self) -> dict | None:
+        """What the study folder records of a --smoke copy (smoke.json), None for a study as written."""
+        if self.smoke is None:
+            return None
+        return {"copy_of": self.full_name, "changes": {key: list(pair) for key, pair in self.smoke.items()}}
+
+
+def read_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> StudyRead:
+    """The validated study of `path`: bases merged, with `smoke` made its smaller copy (the study as
+    written must be valid first), overrides applied, data paths resolved. Every refused setting is
+    named at once, a line each, blamed on the file, `--smoke` or `--set` that set it."""
     path = Path(path)
     raw, bases, sources = _read_tree(path, ())
+    changes, full_name = None, ""
+    if smoke:
+        full = _validated(raw, sources, path)
+        full_name, raw = full.name, full.model_dump(mode="json")
+        changes = smoke_tree(raw)
+        sources.update(dict.fromkeys(changes, SMOKE))
     for text in overrides:
         key, value = parse_override(text)
         _check_override_key(key)
         set_dotted(raw, key, value)  # replaces whatever was at `key`, below it or above it
         sources = {k: v for k, v in sources.items() if not (k.startswith(f"{key}.") or f"{key}.".startswith(f"{k}."))}
         sources.update(dict.fromkeys(_leaves({key: value}), OVERRIDE))
-    try:
-        study = StudyConfig.model_validate(raw)
-    except ValidationError as exc:
-        message = _describe(exc)
-        # A check across settings (refuse_inert_terms, ...) has no location; its message starts with the
-        # key it refuses (`loss.name ldam ...`, `regularizer.start_epoch: ...`), blamed like a location.
-        key = ".".join(_location_parts(exc.errors()[0]["loc"])) or LEADING_KEY.match(message).group(1)
-        raise _refused(sources, key, path, message) from None
+    study = _validated(raw, sources, path)
     try:
         validate_space(study, source=str(path))
     except StudyError as error:  # `{path}: search.space.KEY...: ...`: blamed on the file that set the entry
-        message = str(error).removeprefix(f"{path}: ")
-        if message == str(error):
-            raise
-        raise _refused(sources, message.split(":")[0].split(" ")[0], path, message) from None
-    return with_resolved_data_paths(study), bases
+        raise StudyError("\n".join(_blamed_space_line(line, sources, path) for line in str(error).splitlines())) from None
+    return StudyRead(with_resolved_data_paths(study), bases, changes, full_name)
+
+
+def _validated(raw: dict, sources: dict[str, str], path: Path) -> StudyConfig:
+    """The schema's study of `raw`, or a StudyError naming every refused setting, a line each."""
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            location = ".".join(_location_parts(error["loc"]))
+            for message in error["msg"].removeprefix("Value error, ").splitlines():
+                # A check across settings (refuse_inert_terms, ...) has no location; its message starts with
+                # the key it refuses (`loss.name ldam ...`, `regularizer.start_epoch: ...`), blamed like one.
+                text = f"{location}: {message}" if location else message
+                lines.append(str(_refused(sources, location or LEADING_KEY.match(message).group(1), path, text)))
+        raise StudyError("\n".join(dict.fromkeys(lines))) from None
+
+
+def _blamed_space_line(line: str, sources: dict[str, str], path: Path) -> str:
+    message = line.removeprefix(f"{path}: ")
+    if message == line:
+        return line
+    return str(_refused(sources, message.split(":")[0].split(" ")[0], path, message))
+
+
+def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[StudyConfig, list[Path]]:
+    """The validated study of `path` (bases merged, overrides applied, data paths resolved) and the
+    base files it used (`read_study` without --smoke)."""
+    read = read_study(path, overrides)
+    return read.study, read.bases
 
 
 def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
-    """Read, merge, override and validate a study file; every failure is a one-line StudyError."""
+    """Read, merge, override and validate a study file; every failure is a StudyError (a line per refusal)."""
     return load_study_file(path, overrides)[0]
 
 

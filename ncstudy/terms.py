@@ -1,5 +1,5 @@
 """Which terms of a trial's loss act, and from when: the refusal of settings that make a term inert,
-and the compact recipe a report row states (README.md, "The method": "No inert rows").
+and the compact recipe a report row states (docs/design.md, "What each setting means": "No inert rows").
 
 A setting that leaves a term without any effect would let a table row train something other than its
 name says, without an error. `refuse_inert_terms` raises ValueError (a one-line validation error that
@@ -31,49 +31,59 @@ LOSS_NAMES = {"ce": "CE", "focal": "focal", "ldam": "LDAM", "logit_adjusted": "L
 
 
 def refuse_inert_terms(study: Any) -> None:
-    """Raise ValueError naming the keys when a setting makes a loss term inert (module docstring)."""
+    """Raise ValueError naming the keys when a setting makes a loss term inert (module docstring):
+    every such setting at once, a line each, so a user fixes them in one go."""
+    problems = inert_term_problems(study)
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def inert_term_problems(study: Any) -> list[str]:
+    """One line per setting that makes a loss term inert, each starting with the key it refuses."""
     r, train, loss, model = study.regularizer, study.train, study.loss, study.model
+    problems = []
     weighted = r.lambda_within > 0 or r.lambda_between > 0 or r.lambda_center > 0
     if r.centers == "learnable" and r.lambda_between > 0 and r.lambda_within == 0 and r.lambda_center == 0:
-        raise ValueError(
+        problems.append(
             "regularizer: lambda_between > 0 with centers learnable and lambda_within = lambda_center = 0 trains "
             "the base loss alone (L_B then moves only the centres, no gradient reaches the network); set "
             "regularizer.centers: ema (class means of the features), or give lambda_within a weight"
         )
     if weighted and r.start_epoch >= train.epochs and r.before_start == "none":
-        raise ValueError(
+        problems.append(
             f"regularizer.start_epoch: {r.start_epoch} is not before the last epoch (train.epochs {train.epochs}), "
             "so the regularizer never acts; lower start_epoch (0-based) or set its weights to 0"
         )
-    if r.lambda_between > 0 and r.start_epoch >= train.epochs:  # frozen centres: L_B would only move them
-        raise ValueError(
+    if r.lambda_between > 0 and r.start_epoch >= train.epochs and r.before_start != "none":  # frozen: L_B only moves them
+        problems.append(
             f"regularizer.start_epoch: {r.start_epoch} is not before the last epoch (train.epochs {train.epochs}), "
             "so L_B never acts (before start_epoch the centres are frozen); lower start_epoch or set lambda_between 0"
         )
     if r.temperature is not None and r.lambda_between == 0:
-        raise ValueError(
+        problems.append(
             f"regularizer.temperature: {r.temperature} has no effect with lambda_between 0; set it to null"
         )
     if r.before_start == "frozen_centres" and r.centers != "learnable":
-        raise ValueError(
+        problems.append(
             f"regularizer.before_start: frozen_centres needs centers learnable (centers {r.centers} are class means)"
         )
     if loss.reweight == "drw" and loss.drw_epoch >= train.epochs:
-        raise ValueError(
+        problems.append(
             f"loss.drw_epoch: {loss.drw_epoch} is not before the last epoch (train.epochs {train.epochs}), so DRW "
             "never switches on; lower drw_epoch (0-based) or set loss.reweight: none"
         )
     if loss.name == "ldam" and model.head == "linear":
-        raise ValueError(
+        problems.append(
             f"loss.name ldam scales the logits by loss.ldam_scale ({loss.ldam_scale:g}), which assumes cosines, and "
             "model.head linear's are unbounded; set model.head: cosine with model.head_scale: 1 (LDAM-DRW's "
             "normalized classifier)"
         )
     if loss.name == "ldam" and model.head == "cosine" and model.head_scale != 1:
-        raise ValueError(
+        problems.append(
             f"loss.name ldam scales the logits by loss.ldam_scale ({loss.ldam_scale:g}) and model.head cosine "
             f"already scales them by model.head_scale ({model.head_scale:g}); set model.head_scale: 1"
         )
+    return problems
 
 
 def recipe_label(study: Any) -> str:

@@ -1,5 +1,5 @@
 """Bad input, end to end: every case of the corpus below is one line `error: ...` on stderr and exit
-status 2 (README, "The command line"), with no traceback, before Ray starts and before anything is
+status 2 (docs/cli.md, "Bad input"), with no traceback, before Ray starts and before anything is
 written under --results; a bad data table leaves no decode-cache entry behind.
 
 Most cases go through `validate` in this process (it checks the study file and loads the data, as

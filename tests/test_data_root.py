@@ -181,7 +181,7 @@ def test_every_shipped_study_and_recipe_validates_with_only_the_data_root(tmp_pa
 
 
 def test_no_shipped_file_names_the_repository_surroundings():
-    """Nothing shipped names a path outside the repository (README, "Data"). CI's own script and the tests
+    """Nothing shipped names a path outside the repository (docs/data.md, "Data"). CI's own script and the tests
     may (they point the data root at the CI machine's data)."""
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
     offenders = []

@@ -23,7 +23,7 @@ FACTS = {"trial", "trial_id", "epoch", "epoch_time_s", "lr", "loss", "world_size
 
 
 def follows_the_naming_rule(column: str) -> bool:
-    """README.md, "Metric names": a split's measurement carries the split's prefix; the optimisation's
+    """docs/outputs.md, "Metric names": a split's measurement carries the split's prefix; the optimisation's
     terms are `loss_*`; the rest are the trial's facts."""
     return column in FACTS or column.startswith(("train_", "val_", "test_", "loss_", "classes_"))
 

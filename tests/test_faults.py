@@ -1,5 +1,5 @@
 """Faults (slow: each starts its own Ray): the driver killed mid-study then `resume`, and a trial's
-training process killed mid-trial, the latter on both paths a trial can take (README.md, "Which path a trial
+training process killed mid-trial, the latter on both paths a trial can take (docs/ray.md, "Which path a trial
 takes"): a single-worker trial trained in its Tune trial actor, and a 2-worker Ray Train trial. Each
 runs the CLI in a subprocess with its own local Ray (RAY_ADDRESS=local), so the session's Ray
 instance of the other tests is not involved."""

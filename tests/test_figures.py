@@ -2,6 +2,7 @@
 that tell configurations apart, and files written whole or not at all."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -123,3 +124,99 @@ def test_report_labels_tell_every_configuration_apart():
         "+ L_W, ratio=10, lambda_within=0.012341", "+ L_W, ratio=100, lambda_within=0.012341",
         "+ L_W, ratio=100, lambda_within=0.012349", "CE, ratio=100, lambda_within=none", "CE, ratio=100, lambda_within=none",
     ]  # fmt: skip
+
+
+def _is_whole(ticks) -> bool:
+    return all(float(t).is_integer() for t in ticks)
+
+
+def test_a_metric_measured_once_is_no_curve_and_epochs_are_ticked_whole(drawn, tmp_path):
+    """One measurement per configuration (NC at the end only) draws no figure over epochs; two or more
+    draw lines on whole-epoch ticks, never 2.85 ... 3.15."""
+    once = {"a": ([3], [0.5]), "b": ([3], [0.6])}
+    assert not figures.measured_twice(once)
+    assert figures.metric_curves(once, "NC1", tmp_path / "once.png") is None and not (tmp_path / "once.png").exists()
+    twice = {"a": ([2, 4], [0.6, 0.5]), "b": ([4], [0.7])}
+    assert figures.measured_twice(twice)
+    assert figures.metric_curves(twice, "NC1", tmp_path / "twice.png").exists()
+    axes = drawn[-1].axes[0]
+    assert _is_whole(axes.get_xticks()) and axes.get_xlabel() == "epoch"
+
+
+def test_a_trial_measured_once_shows_markers_at_a_whole_epoch(drawn, tmp_path):
+    """A trial's own nc_curves.png (always one of its three figures) with one measurement: markers at
+    that epoch, whole-epoch ticks inside the shown range, and a title that says it was measured once."""
+    history = [{"epoch": 3, "nc1": 0.5, "nc2_equinorm": 0.1, "nc2_equiangle": 0.2, "nc2_maxangle": 0.3, "min_angle_deg": 60.0}]
+    figures.nc_curves(history, tmp_path / "nc.png")
+    figure = drawn[-1]
+    figure.draw_without_rendering()
+    for axes in figure.axes:
+        low, high = axes.get_xlim()
+        shown = [t for t in axes.get_xticks() if low <= t <= high]
+        assert shown and _is_whole(shown), shown
+    assert "measured once, at epoch 3" in figure.texts[0].get_text()
+
+
+def test_angle_heatmaps_name_classes_in_count_order_on_one_colour_scale(drawn, tmp_path):
+    """Figure 2 of Liu et al.: the baseline beside the best, each titled by its configuration, classes
+    named, most training images first, one colour scale (off-diagonal min to max over both panels)."""
+    counts = [20, 50, 5]  # class 1 has the most images, then 0, then 2
+    base = np.array([[0, 90, 30], [90, 0, 100], [30, 100, 0]], dtype=float)
+    best = np.array([[0, 110, 80], [110, 0, 120], [80, 120, 0]], dtype=float)
+    panels = {"baseline: CE": base, "best: + L_W & L_B": best}
+    figures.angle_heatmaps(panels, counts, tmp_path / "angles.png", ["cat", "dog", "frog"])
+    heatmaps = [axes for axes in drawn[-1].axes if axes.images and axes.get_title()]
+    assert [axes.get_title() for axes in heatmaps] == ["baseline: CE", "best: + L_W & L_B"]
+    for axes in heatmaps:
+        assert [t.get_text() for t in axes.get_xticklabels()] == ["dog", "cat", "frog"]
+        assert [t.get_text() for t in axes.get_yticklabels()] == ["dog", "cat", "frog"]
+        assert axes.images[0].get_clim() == (30.0, 120.0)
+    shown = heatmaps[0].images[0].get_array()
+    assert shown[0, 1] == 90 and shown[0, 2] == 100 and shown[1, 2] == 30 and shown.mask[0, 0]  # dog-cat, dog-frog, cat-frog
+    assert len(drawn[-1].axes) == 3  # the two panels and the colour bar they share
+
+
+def _collapse_folder(folder, angle: float, counts) -> str:
+    """A trial's checkpoint folder holding collapse.npz with every off-diagonal angle `angle`."""
+    import json
+
+    k = len(counts)
+    folder.mkdir(parents=True)
+    np.savez(folder / "collapse.npz", test_per_class_accuracy=np.full(k, 0.5), mean_norms=np.ones(k),
+             angles_deg=angle * (1 - np.eye(k)), train_counts=np.asarray(counts), group_of=np.zeros(k, dtype=int),
+             nc_history=np.asarray(json.dumps([])))  # fmt: skip
+    return str(folder)
+
+
+def test_the_report_draws_the_baseline_beside_the_best_titled_by_configuration(drawn, tmp_path):
+    """A study with a variant that trains no term (CE) and a better one (NC): angles_best.png has the
+    baseline's panel and the best's, titled by variant (never a Tune trial id), mean over seeds, with
+    the digits' class names; with NC measured once the report says why there is no figure over epochs."""
+    import yaml
+
+    from ncstudy.config import load_study
+    from ncstudy.outputs.report import build_report
+
+    quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+    variants = "search.variants={CE: {regularizer.lambda_within: 0.0, regularizer.lambda_between: 0.0}, NC: {}}"
+    study = load_study(quickstart, ["name=fig2", "search.algorithm=grid", "search.space={}", variants])
+    folder = tmp_path / "fig2"
+    folder.mkdir()
+    (folder / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    counts = [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]
+    rows = [{"trial_id": f"dfe82_0000{i}", "status": "finished", "param.variant": variant, "param.train.seed": seed,
+             "val_acc_all": 0.5 + 0.1 * (variant == "NC"), "test_acc_all": 0.5, "test_acc_many": 0.5,
+             "test_acc_medium": 0.5, "test_acc_few": 0.5, "train_nc1": 0.3,
+             "checkpoint_path": _collapse_folder(tmp_path / f"t{i}", 60.0 + 20 * (variant == "NC") + seed, counts)}
+            for i, (variant, seed) in enumerate([("CE", 0), ("CE", 1), ("NC", 0), ("NC", 1)])]  # fmt: skip
+    pd.DataFrame(rows).to_parquet(folder / "trials.parquet")
+    pd.DataFrame([{"trial_id": r["trial_id"], "epoch": 12, "train_nc1": 0.3} for r in rows]).to_parquet(folder / "epochs.parquet")
+    build_report(["fig2"], tmp_path)
+    angles = next(f for f in drawn if any(axes.get_title().startswith("best") for axes in f.axes))
+    heatmaps = [axes for axes in angles.axes if axes.images and axes.get_title()]
+    assert [axes.get_title() for axes in heatmaps] == ["baseline: CE (mean of 2 trials)", "best: NC (mean of 2 trials)"]
+    assert [t.get_text() for t in heatmaps[0].get_xticklabels()] == [str(k) for k in range(10)]  # the digits' names
+    assert heatmaps[0].images[0].get_clim() == heatmaps[1].images[0].get_clim() == (60.5, 80.5)
+    report = (folder / "report.md").read_text()
+    assert "measured NC once per trial (epoch 12 of 12), so it has no figures over epochs" in report
+    assert not (folder / "figures" / "nc1_over_epochs.png").exists()

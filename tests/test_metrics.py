@@ -16,7 +16,7 @@ from ncstudy.data.build import StudyData
 from ncstudy.data.loader import TensorImages
 from ncstudy.data.sources import LabelledImages
 from ncstudy.engine.evaluation import EVAL_BATCH, evaluate_split
-from ncstudy.metrics import neural_collapse, shot_groups  # the documented paths (README, "Public API")
+from ncstudy.metrics import neural_collapse, shot_groups  # the documented paths (docs/design.md, "Public API")
 
 
 def test_shot_group_boundaries():

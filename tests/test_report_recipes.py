@@ -68,7 +68,7 @@ def test_a_baseline_report_gives_paired_nc_differences(tmp_path):
     build_report([study.name], tmp_path, baseline="CE-DRW")
     section = (folder / "report.md").read_text().split("### Neural-collapse differences")[1].split("\n#")[0]
     lines = [line for line in section.splitlines() if line.startswith("| ")]
-    header = "| variant | data.imbalance.ratio | recipe | NC1 | min angle (deg) | train_min_angle_many_few_deg |"
+    header = "| variant | data.imbalance.ratio | recipe | NC1 | min angle (deg) | min angle many-few (deg) |"
     assert lines[0].startswith(header)
     cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[3:5] for line in lines[2:]}
     assert cells["+ L_W"][0] == "**-0.200 [-0.200, -0.200]**" and "**" not in cells["+ L_W"][1], cells
@@ -161,3 +161,21 @@ def test_the_recipe_says_when_a_mixed_image_counts_for_both_labels():
     dominant = load_study(ABLATION, ["train.mixup_alpha=0.2", "regularizer.lambda_within=0.01"])
     assert recipe_label(dominant) == "CE, DRW@48 + L_W 0.01 @0, learnable centres; mixup 0.2"
     assert recipe_label(load_study(ABLATION, both)) == "CE, DRW@48; mixup 0.2"  # no term: the labels change nothing
+
+
+def test_nc_tables_follow_the_shot_tables_rows_in_a_stratified_study(tmp_path):
+    """Rows grouped by stratum and best first within it in all three tables (trials of ratio 100 come
+    first, so the order of first appearance would interleave nothing but put 100 before 10)."""
+    study, folder = _study_folder(tmp_path, ["search.strata={data.imbalance.ratio: [10, 100]}"])
+    rows = [{**row, "param.data.imbalance.ratio": 100} for row in _rows(RECIPES)]
+    rows += [{**row, "param.data.imbalance.ratio": 10, "val_acc_all": 1 - row["val_acc_all"]} for row in _rows(RECIPES)]
+    pd.DataFrame(rows).to_parquet(folder / "trials.parquet")
+    build_report([study.name], tmp_path)
+    keys = ["param.data.imbalance.ratio", "param.variant"]
+    shot = pd.read_csv(folder / "tables" / "shot.csv")[keys].values.tolist()
+    assert [ratio for ratio, _ in shot] == [10] * 4 + [100] * 4
+    assert [variant for _, variant in shot[:4]] == ["CE-DRW", "+ L_W", "+ L_B", "+ L_W & L_B"]  # best val first
+    for name in ("nc", "nc_groups"):
+        assert pd.read_csv(folder / "tables" / f"{name}.csv")[keys].values.tolist() == shot, name
+    report = (folder / "report.md").read_text()
+    assert "| NC1 many | NC1 few | min angle many-few (deg) | n |" in report

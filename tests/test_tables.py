@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from ncstudy.outputs.tables import (
+    NC_GROUP_COLUMNS,
     ablation_table,
     aggregate,
+    best_per_stratum,
     nc_table,
     paired_differences,
     shot_table,
@@ -235,3 +237,47 @@ def test_write_tables_all_formats(tmp_path):
     with pytest.raises(ValueError, match="unknown table format"):
         write_tables(tables, tmp_path / "other", formats=("md", "html"))
     assert not (tmp_path / "other").exists()
+
+
+def _stratified() -> pd.DataFrame:
+    """Two strata of `_trials`, ratio 50 first in trial order, ratio 10 better; NC metrics per trial."""
+    trials = pd.concat([_trials().assign(**{RATIO: 50}), _trials().assign(**{RATIO: 10})], ignore_index=True)
+    trials.loc[trials[RATIO] == 10, "test_acc_all"] += 0.05
+    return trials.assign(train_nc1=np.arange(10) / 10, train_nc1_many=0.1, train_min_angle_many_few_deg=80.0)
+
+
+def test_nc_tables_list_configurations_in_the_shot_tables_order():
+    """Grouped by stratum, best first within each, as the accuracy table (not 50, 50, 10, 10 by first
+    appearance); the ordering metric itself is not an NC column."""
+    trials, by = _stratified(), [RATIO, LAMBDA]
+    shot = shot_table(trials, by, sort_by="test_acc_all", strata=[RATIO])
+    labels = ["data.imbalance.ratio", "regularizer.lambda_within"]
+    for columns in (["train_nc1"], NC_GROUP_COLUMNS):
+        nc = nc_table(trials, by, columns, sort_by="test_acc_all", strata=[RATIO])
+        assert nc.display[labels].values.tolist() == shot.display[labels].values.tolist() == [
+            ["10", "0.01"], ["10", "0.1"], ["50", "0.01"], ["50", "0.1"]]  # fmt: skip
+        assert not any(c.startswith("test_acc_all") for c in nc.numbers.columns)
+    assert nc_table(trials, by, ["train_nc1"]).display["data.imbalance.ratio"].tolist() == ["50", "50", "10", "10"]
+
+
+def test_nc_headers_are_named_as_in_the_other_tables():
+    table = nc_table(_stratified(), [LAMBDA], NC_GROUP_COLUMNS)
+    assert list(table.display.columns) == ["regularizer.lambda_within", "NC1 many", "min angle many-few (deg)", "n"]
+    assert not any(c.startswith("train_") for c in table.display.columns)
+
+
+def test_a_tie_for_the_best_of_a_stratum_is_said_in_every_format():
+    """Ratio 10: two configurations share the best val_acc_all; the first in trial order is shown, and
+    Markdown and LaTeX say so under the table, the CSV in a `ties` column. Ratio 50 has no tie."""
+    trials = _stratified().assign(val_acc_all=[0.9, 0.9, 0.9, 0.9, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95])
+    trials.loc[(trials[RATIO] == 50) & (trials[LAMBDA] == 0.1), "val_acc_all"] = 0.5
+    table = best_per_stratum(trials, [RATIO], [RATIO, LAMBDA], "val_acc_all")
+    note = "data.imbalance.ratio=10: 2 configurations tie for the best val_acc_all (val), 95.0; shown: the first in trial order"
+    assert table.notes == (note,)
+    assert table.numbers["ties"].tolist() == [2, 1] and table.numbers[LAMBDA].tolist() == [0.01, 0.01]
+    assert to_markdown(table).endswith(f"|\n\n{note}\n")
+    latex_note = note.replace("_", "\\_")
+    assert to_latex(table).endswith(f"\\bottomrule\n\\multicolumn{{8}}{{l}}{{\\footnotesize {latex_note}}} \\\\\n\\end{{tabular}}\n")
+    assert pd.read_csv(io.StringIO(to_csv(table)))["ties"].tolist() == [2, 1]
+    untied = best_per_stratum(trials[trials[LAMBDA] == 0.01], [RATIO], [RATIO, LAMBDA], "val_acc_all")
+    assert untied.notes == () and "tie" not in to_markdown(untied)

@@ -2,7 +2,7 @@
 
 The long-tailed subset follows the benchmark's profile (`class_counts`, n_max = the smallest class's
 pool by default: 5,000 for CIFAR-10, 500 for CIFAR-100). Validation images are drawn from the pool
-images the subset did not use (README.md, "Data"), so the objective never touches the test set
+images the subset did not use (docs/data.md, "The long-tailed subset"), so the objective never touches the test set
 and never sees a training image. Every class has `val_per_class` validation images, so the objective
 sees every class: where the subset would use a class's whole pool (CIFAR-10-LT's head class at n_max
 5,000), that class trains on its pool minus the validation images (4,980), a deviation from the
@@ -13,7 +13,7 @@ benchmark's exact counts that `StudyData.deviations` records and `data describe`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +131,11 @@ def _check_no_training_images(train: FileList, lists: dict[str, tuple[str, FileL
 
 
 def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
-    """Cut the long-tailed, validation and test splits (from `source` if given, else loaded)."""
+    """Cut the long-tailed, validation and test splits (from `source` if given, else loaded), with at
+    most `eval_per_class` test images per class (validation images too, for a file list)."""
     source = source or load_source(config)
+    if config.eval_per_class is not None:
+        source = _capped_evaluation(source, config.eval_per_class, config.seed)
     if source.val is not None:
         return _from_lists(config, source)
     pool = source.pool
@@ -169,17 +172,54 @@ def build_data(config: DataConfig, source: Source | None = None) -> StudyData:
 
 def _from_lists(config: DataConfig, source: Source) -> StudyData:
     """File lists are already the long-tailed benchmark with its own validation list (every class has
-    training images: ncstudy.data.filelist.read_list checks)."""
-    counts = np.bincount(source.pool.labels, minlength=len(source.pool.classes)).tolist()
+    training images: ncstudy.data.filelist.read_list checks). An `imbalance.n_max` below the list's
+    largest class shrinks every class in proportion (at least one image each), the profile kept."""
+    pool = source.pool
+    listed = np.bincount(pool.labels, minlength=len(pool.classes))
+    n_max = config.imbalance.n_max
+    if n_max is not None and n_max < listed.max():
+        keep = np.maximum(1, np.floor(listed * n_max / listed.max())).astype(int)
+        pool = _take(pool, _per_class(pool.labels, keep, config.seed))
+    counts = np.bincount(pool.labels, minlength=len(pool.classes)).tolist()
     return StudyData(
-        train=source.pool,
+        train=pool,
         val=source.val,
         test=source.test,
         train_counts=counts,
         groups=frequency_groups(counts, config.shot_split),
         augment=True if config.augment is None else config.augment,
-        fingerprint=source.pool.fingerprint(),
+        fingerprint=pool.fingerprint(),
     )
+
+
+def _capped_evaluation(source: Source, per_class: int, seed: int) -> Source:
+    """The source with at most `per_class` test (and listed validation) images per class."""
+    def capped(split):
+        return None if split is None else _take(split, _per_class(split.labels, per_class, seed))
+
+    return replace(source, test=capped(source.test), val=capped(source.val))
+
+
+def _per_class(labels: np.ndarray, keep: int | np.ndarray, seed: int) -> np.ndarray:
+    """Positions of at most `keep` (one number, or one per class) items of each class, drawn with a
+    seeded permutation and returned in their original order."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    limit = np.broadcast_to(np.asarray(keep), (int(labels.max()) + 1 if len(labels) else 0,))
+    taken = np.zeros_like(limit)
+    chosen = []
+    for position in order:
+        label = labels[position]
+        if taken[label] < limit[label]:
+            taken[label] += 1
+            chosen.append(position)
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def _take(split: LabelledImages | FileList, positions: np.ndarray) -> LabelledImages | FileList:
+    if isinstance(split, FileList):
+        return replace(split, paths=tuple(split.paths[i] for i in positions), labels=split.labels[positions],
+                       index=split.index[positions])  # fmt: skip
+    return split.subset(positions)
 
 
 def device_splits(data: StudyData, config: DataConfig, device) -> tuple:

@@ -8,7 +8,7 @@
   (cifar-10-batches-py/, cifar-100-python/), or Parquet image tables (below) in the folder or in
   NAME-jpeg/ or NAME/; else torchvision downloads it into the folder when `data.download` is set.
   One study file thus works online, offline with torchvision's files, and offline with the tables.
-- `parquet`: image tables (README, "Data"): `ROOT/train.parquet` and `ROOT/test.parquet` with an
+- `parquet`: image tables (docs/data.md, "Sources"): `ROOT/train.parquet` and `ROOT/test.parquet` with an
   integer `label` column, an `image` column of encoded bytes (JPEG/PNG), and the class names in the
   schema metadata `classes` (comma-separated); any class count. The training table defines the
   classes (the metadata's, else 0..the largest label) and must hold images of each; test labels must

@@ -5,7 +5,7 @@ accuracy. A report's `epoch` counts completed epochs, 1 to the total, everywhere
 (console, epochs.parquet, MLflow steps, figures); settings such as `start_epoch` and `drw_epoch`
 are 0-based loop indices (LDAM-DRW's convention).
 
-Metric names have one rule (README.md, "Metric names"): a measurement of a split carries the split
+Metric names have one rule (docs/outputs.md, "Metric names"): a measurement of a split carries the split
 as its prefix, `train_` (the training images in eval mode, their features' NC metrics), `val_` or
 `test_`, e.g. `test_acc_all`, `val_acc_few`, `train_nc1`; the epoch's optimisation is unprefixed:
 `lr`, `loss` (the objective's mean over the epoch's batches) and its terms `loss_sup`,

@@ -1,9 +1,19 @@
 """Figures of a trial and of a study (matplotlib, Agg backend, PNG).
 
-- `angle_heatmap`: angles between the centred class means (Liu et al., AISTATS 2023, Figure 2: under
+- `angle_heatmaps`: angles between the centred class means as Figure 2 of Liu et al. (AISTATS 2023)
+  shows them, a panel per model side by side (the report: the baseline beside the best configuration)
+  on one colour scale, classes named and in training-count order, most images first (under
   imbalance the tail classes' means crowd together, "minority collapse", Fang et al., PNAS 2021).
 - `norm_bars`: norms of the centred class means by class, coloured by frequency group (Figure 3).
 - `nc_curves`: NC1, NC2 and the smallest angle over epochs (Papyan, Han & Donoho, PNAS 2020, Fig. 6-7).
+
+Epoch axes are ticked at whole epochs only (matplotlib's MaxNLocator(integer=True)): a trial measured
+once would otherwise sit on an axis ticked 2.85 ... 3.15. A figure over epochs needs a trend to show:
+`metric_curves` (the study's NC1 and smallest angle over epochs, one line per configuration) draws
+nothing when no configuration was measured twice (metrics.every 0, or a run shorter than it), since
+its one point per configuration is the final value that the report's NC tables already give, and the
+report says so instead. `nc_curves` (a trial's own figure) is drawn all the same, as markers: it is
+one of the three files every trial's MLflow run and `ncstudy train` folder holds.
 - `trial_figures`: those three for one trial, from its final checkpoint's arrays (drawn once
   training has ended, by the study driver as it logs the trial's MLflow run,
   ncstudy.study.trial_runs, or by `ncstudy train`; never in a process that trains).
@@ -19,6 +29,7 @@ temporary file beside its path and then renamed, so an interrupted report never 
 from __future__ import annotations
 
 import json
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,15 +81,40 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def angle_heatmap(angles_deg: np.ndarray, path: Path, title: str = "angles between centred class means") -> Path:
+def _count_order(counts: Sequence[int]) -> np.ndarray:
+    """Class indices by training count, most images first (ties by index)."""
+    return np.asarray(sorted(range(len(counts)), key=lambda k: (-counts[k], k)))
+
+
+def angle_heatmaps(
+    panels: dict[str, np.ndarray], counts: Sequence[int], path: Path, class_names: Sequence[str] | None = None
+) -> Path:
+    """panels: title -> angles between centred class means [K, K] (degrees, class-index order), drawn
+    side by side (Liu et al., AISTATS 2023, Figure 2); rows and columns in training-count order
+    (`counts`, most images first), ticked with `class_names` (the class index where None); one colour
+    scale over every panel, from the smallest to the largest angle off the diagonals (the diagonal,
+    a class with itself, is left blank), so equal colours are equal angles in every panel."""
     plt = _pyplot()
-    k = len(angles_deg)
-    figure, axes = plt.subplots(figsize=(4.8 if k <= 20 else 7, 4.2 if k <= 20 else 6))
-    image = axes.imshow(angles_deg, cmap="viridis", vmin=0, vmax=180)
-    figure.colorbar(image, ax=axes, label="degrees")
-    axes.set_xlabel("class (by training count)")
-    axes.set_ylabel("class")
-    axes.set_title(title, fontsize=10)
+    order = _count_order(counts)
+    names = [str(k) for k in order] if class_names is None else [str(class_names[k]) for k in order]
+    off_diagonal = ~np.eye(len(order), dtype=bool)
+    shown = [np.ma.masked_where(~off_diagonal, np.asarray(angles)[np.ix_(order, order)]) for angles in panels.values()]
+    low, high = min(float(a.min()) for a in shown), max(float(a.max()) for a in shown)
+    side = 4.2 if len(order) <= 20 else 6.5
+    figure, (*axes_list, bar) = plt.subplots(
+        1, len(shown) + 1, figsize=(side * len(shown) + 1.2, side + 0.6), width_ratios=[1] * len(shown) + [0.05]
+    )  # the last column: the colour bar that every panel shares
+    colours = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    step = max(1, len(order) // 25)  # at most ~25 names per axis
+    for axes, title, angles in zip(axes_list, panels, shown):
+        image = axes.imshow(angles, cmap=colours, vmin=low, vmax=high)
+        ticks = np.arange(0, len(order), step)
+        axes.set_xticks(ticks, [names[t] for t in ticks], rotation=90, fontsize=7)
+        axes.set_yticks(ticks, [names[t] for t in ticks], fontsize=7)
+        axes.set_xlabel("class (most training images first)")
+        axes.set_title(textwrap.fill(title, 48), fontsize=9)
+    axes_list[0].set_ylabel("class")
+    figure.colorbar(image, cax=bar, label="angle between centred class means (degrees)")
     return _save(figure, path)
 
 
@@ -97,8 +133,20 @@ def norm_bars(norms: np.ndarray, groups: dict[str, list[int]], path: Path) -> Pa
     return _save(figure, path)
 
 
+def _integer_epochs(axes, epochs: Sequence[float]) -> None:
+    """Tick the x axis at whole epochs only; one measured epoch gets the epochs beside it as room."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    measured = sorted(set(epochs))
+    if len(measured) == 1:
+        axes.set_xlim(measured[0] - 1, measured[0] + 1)
+    axes.set_xlabel("epoch")
+
+
 def nc_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
-    """history: one dict per evaluated epoch with epoch, nc1, nc2_equinorm, nc2_equiangle, min_angle_deg."""
+    """history: one dict per evaluated epoch with epoch, nc1, nc2_equinorm, nc2_equiangle, min_angle_deg.
+    Markers joined by lines; a history of one epoch gives markers at that epoch, titled so."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     figure, panels = plt.subplots(1, 3, figsize=(10, 3))
@@ -114,7 +162,9 @@ def nc_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
     panels[2].set_title("smallest angle (degrees)", fontsize=9)
     panels[2].legend(fontsize=7)
     for panel in panels:
-        panel.set_xlabel("epoch")
+        _integer_epochs(panel, epochs)
+    if len(set(epochs)) == 1:
+        figure.suptitle(f"measured once, at epoch {epochs[0]:g} (metrics.every sets how often)", fontsize=9)
     return _save(figure, path)
 
 
@@ -124,10 +174,12 @@ def trial_figures(collapse_file: Path, folder: Path) -> list[Path]:
     arrays = np.load(collapse_file)
     groups = {name: np.flatnonzero(arrays["group_of"] == number).tolist() for number, name in enumerate(GROUPS)}
     return [
-        angle_heatmap(arrays["angles_deg"], folder / "angles.png"),
+        angle_heatmaps({"angles between centred class means": arrays["angles_deg"]}, arrays["train_counts"],
+                       folder / "angles.png"),
         norm_bars(arrays["mean_norms"], groups, folder / "norms.png"),
         nc_curves(json.loads(str(arrays["nc_history"])), folder / "nc_curves.png"),
     ]
+
 
 def accuracy_vs_count(curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path) -> Path:
     """curves: variant -> (training count per class, test accuracy per class)."""
@@ -144,17 +196,26 @@ def accuracy_vs_count(curves: dict[str, tuple[Sequence[int], Sequence[float]]], 
     return _save(figure, path)
 
 
+def measured_twice(curves: dict[str, tuple[Sequence[float], Sequence[float]]]) -> bool:
+    """Whether some line of `curves` (label -> (epochs, values)) has values at two epochs or more:
+    only then is there a course over epochs to draw."""
+    return any(len({e for e, v in zip(epochs, values) if not _missing(v)}) >= 2 for epochs, values in curves.values())
+
+
 def metric_curves(
     curves: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, path: Path, log: bool = False
-) -> Path:
-    """One line per variant: (epochs, values) of a metric over training."""
+) -> Path | None:
+    """One line per variant: (epochs, values) of a metric over training, at whole-epoch ticks; None,
+    and nothing written, when no line was measured at two epochs (`measured_twice`, module docstring)."""
+    if not measured_twice(curves):
+        return None
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(5.5, 3.5))
     for label, (epochs, values) in curves.items():
         axes.plot(epochs, values, marker="o", label=label)
     if log:
         axes.set_yscale("log")
-    axes.set_xlabel("epoch")
+    _integer_epochs(axes, [e for epochs, _ in curves.values() for e in epochs])
     axes.set_ylabel(ylabel)
     axes.legend(fontsize=7)
     return _save(figure, path)

@@ -10,6 +10,17 @@ A study with strata (search.strata, e.g. one search per imbalance ratio) also ge
 configuration per stratum, chosen by the search's metric and mode within the stratum (table
 `best_by_stratum`), the best value of each searched numeric parameter against the stratum's value
 (figures/best_by_stratum.png) and the Optuna figures of each stratum's own Optuna study.
+
+Every table of configurations lists them in the shot table's order (ncstudy.outputs.tables).
+figures/angles_best.png is Figure 2 of Liu et al. (AISTATS 2023): the angles between the centred
+class means of the baseline beside those of the best configuration (by the mean of the search's
+metric; where the baseline is the best, the best of the others), each the mean over the
+configuration's trials (seeds), titled by its role and the configuration's label, the classes named
+(`class_names`). The baseline is the configuration --baseline names, else the one
+configuration that trained no regularizer term (lambda_W = lambda_B = lambda_center = 0, e.g. an
+ablation's CE or CE-DRW variant), taken within the best's stratum; where there is none (a search over
+the weights alone) the best is drawn alone: the worst configuration of a search is no baseline, it
+differs from the best in whatever the search varied, not in whether the terms act.
 """
 
 from __future__ import annotations
@@ -26,21 +37,20 @@ from ncstudy.config import (
 )  # fmt: skip
 from ncstudy.data.groups import frequency_groups
 from ncstudy.errors import StudyError
-from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmap, best_by_stratum, metric_curves, norm_bars, optuna_figures
+from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmaps, best_by_stratum, metric_curves, norm_bars, optuna_figures
 from ncstudy.outputs.formatting import value_text
 from ncstudy.outputs.results import read_experiment, write_text
+from ncstudy.outputs.commands import ncstudy_command, no_study_error
 from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
 from ncstudy.outputs.tables import (
-    Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown, with_recipes,
-    write_tables,
+    NC_GROUP_COLUMNS, Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown,
+    with_recipes, write_tables,
 )  # fmt: skip
 from ncstudy.terms import recipe_label
 
 SEED = "param.train.seed"
 RATIO = "param.data.imbalance.ratio"
 VARIANT = "param.variant"
-GROUP_NC = [f"train_{name}" for name in ("nc1_many", "nc1_medium", "nc1_few", "min_angle_many_deg", "min_angle_medium_deg",
-                                         "min_angle_few_deg", "min_angle_many_few_deg")]  # fmt: skip
 MOST_CURVES = 6
 # the NC metrics whose paired differences a --baseline report gives: the mechanism of L_W (NC1) and
 # of L_B (the smallest angle, overall and between a head and a tail class)
@@ -81,7 +91,7 @@ class StudyResults:
 def load_results(results: Path, name: str) -> StudyResults:
     folder = results / check_study_name(name)
     if not (folder / "study.yaml").exists():
-        raise StudyError(f"{folder}: no study named {name!r} (expected {folder / 'study.yaml'})")
+        raise no_study_error(name, results)
     config = load_study(folder / "study.yaml")
     total_epochs = config.train.total_epochs
     trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs)
@@ -90,7 +100,7 @@ def load_results(results: Path, name: str) -> StudyResults:
         if "acc_all" in written and "test_acc_all" not in written:
             raise StudyError(
                 f"{folder / 'trials.parquet'}: written by an ncstudy before metric names took their split as "
-                "prefix (acc_all, not test_acc_all; README.md, 'Metric names'); its report.md is its report, "
+                "prefix (acc_all, not test_acc_all; docs/outputs.md, 'Metric names'); its report.md is its report, "
                 "or run the study again to report it with this version"
             )
         trials = written if "status" in written else written.assign(status="finished")
@@ -128,7 +138,15 @@ def _baseline(text: str) -> dict:
     if "=" not in text:
         return {"variant": text}
     pairs = dict(part.split("=", 1) for part in text.split(","))
-    return {k.strip(): pd.to_numeric(v.strip(), errors="ignore") for k, v in pairs.items()}
+    return {k.strip(): _number_or_text(v.strip()) for k, v in pairs.items()}
+
+
+def _number_or_text(text: str):
+    """"0" -> 0, "0.1" -> 0.1, "CE" -> "CE" (pandas 3 dropped to_numeric's errors="ignore")."""
+    try:
+        return pd.to_numeric(text)
+    except ValueError:
+        return text
 
 
 def recipe_of(config: StudyConfig, row: pd.Series) -> str:
@@ -197,12 +215,12 @@ def study_tables(study: StudyResults, baseline: str | None) -> dict:
     finished, by = study.finished, study.by
     if finished.empty:
         return {}
-    shot = shot_table(finished, by, sort_by=study.config.search.metric, strata=[c for c in study.strata if c in by])
+    order = {"sort_by": study.config.search.metric, "strata": [c for c in study.strata if c in by]}
     config = study.config
     tables = {
-        "shot": _with_recipes(config, shot),
-        "nc": _with_recipes(config, nc_table(finished, by)),
-        "nc_groups": _with_recipes(config, nc_table(finished, by, columns=GROUP_NC)),
+        "shot": _with_recipes(config, shot_table(finished, by, **order)),
+        "nc": _with_recipes(config, nc_table(finished, by, **order)),
+        "nc_groups": _with_recipes(config, nc_table(finished, by, NC_GROUP_COLUMNS, **order)),
     }
     best_by_stratum = study.best_by_stratum()
     if best_by_stratum is not None:  # a row's values are its best configuration's: its recipe, listed below it
@@ -228,38 +246,31 @@ def _collapse_file(row: pd.Series) -> Path | None:
     return file if file.exists() else None
 
 
-def study_figures(study: StudyResults, folder: Path) -> list[Path]:
+def study_figures(study: StudyResults, folder: Path, baseline: str | None = None) -> list[Path]:
     finished = study.finished
     if finished.empty:
         return []
     written = []
     labels = _labels(study)
     order = finished.assign(label=labels).groupby("label")[study.config.search.metric].mean()
-    best_labels = order.sort_values(ascending=study.config.search.mode == "min").index[:MOST_CURVES]
+    ranked = order.sort_values(ascending=study.config.search.mode == "min").index.tolist()
+    best_labels = ranked[:MOST_CURVES]
     curves = {}
     for label in best_labels:
-        arrays = [np.load(f) for f in (_collapse_file(r) for _, r in finished[labels == label].iterrows()) if f]
+        arrays = _collapse_arrays(finished[labels == label])
         if arrays:
             accuracy = np.nanmean([a["test_per_class_accuracy"] for a in arrays], axis=0)
             curves[label] = (arrays[0]["train_counts"], accuracy)
     if curves:
         written.append(accuracy_vs_count(curves, folder / "accuracy_vs_count.png"))
-    if "train_nc1" in study.epochs:
-        measured = study.epochs.dropna(subset=["train_nc1"]).merge(finished[["trial_id"]].assign(label=labels))
-        curves_of = (("train_nc1", "NC1 (training features)", True), ("train_min_angle_deg", "smallest angle (degrees)", False))
-        for key, ylabel, log in curves_of:
-            means = measured[measured["label"].isin(best_labels)].groupby(["label", "epoch"])[key].mean()
-            lines = {label: (means[label].index.tolist(), means[label].tolist()) for label in best_labels if label in means}
-            if lines:
-                written.append(metric_curves(lines, ylabel, folder / f"{key.removeprefix('train_')}_over_epochs.png", log))
-    metric = study.config.search.metric
-    best = finished.sort_values(metric, ascending=study.config.search.mode == "min").iloc[0]
-    file = _collapse_file(best)
-    if file:
-        arrays = np.load(file)
-        groups = frequency_groups(arrays["train_counts"].tolist(), study.config.data.shot_split)
-        written.append(angle_heatmap(arrays["angles_deg"], folder / "angles_best.png", f"trial {best['trial_id']}: angles between class means"))
-        written.append(norm_bars(arrays["mean_norms"], groups, folder / "norms_best.png"))
+    measured = _nc_measurements(study, labels)
+    curves_of = (("train_nc1", "NC1 (training features)", True), ("train_min_angle_deg", "smallest angle (degrees)", False))
+    for key, ylabel, log in (c for c in curves_of if c[0] in measured):
+        means = measured[measured["label"].isin(best_labels)].groupby(["label", "epoch"])[key].mean()
+        lines = {label: (means[label].index.tolist(), means[label].tolist()) for label in best_labels if label in means}
+        figure = metric_curves(lines, ylabel, folder / f"{key.removeprefix('train_')}_over_epochs.png", log) if lines else None
+        written += [figure] if figure else []  # None: NC measured once (ncstudy.outputs.figures, module docstring)
+    written += _best_collapse_figures(study, labels, ranked, baseline, folder)
     figure = _best_by_stratum_figure(study, folder)
     if figure is not None:
         written.append(figure)
@@ -275,6 +286,116 @@ def study_figures(study: StudyResults, folder: Path) -> list[Path]:
                 continue
             written += optuna_figures(optuna_study, folder, suffix)
     return written
+
+
+def _collapse_arrays(rows: pd.DataFrame) -> list:
+    """The collapse.npz arrays of the trials in `rows` that have one."""
+    return [np.load(f) for f in (_collapse_file(r) for _, r in rows.iterrows()) if f]
+
+
+def _nc_measurements(study: StudyResults, labels: pd.Series) -> pd.DataFrame:
+    """The epochs at which the finished trials measured NC, with each trial's configuration label."""
+    if "train_nc1" not in study.epochs:
+        return pd.DataFrame()
+    return study.epochs.dropna(subset=["train_nc1"]).merge(study.finished[["trial_id"]].assign(label=labels))
+
+
+def _measured_once_note(study: StudyResults) -> str | None:
+    """What the report says in place of the over-epoch figures when no finished trial measured NC at
+    two epochs: where the values are, and the setting that measures more often."""
+    finished = study.finished
+    measured = _nc_measurements(study, _labels(study)) if not finished.empty else pd.DataFrame()
+    if measured.empty or measured.groupby("trial_id")["epoch"].nunique().max() >= 2:
+        return None
+    epochs = ", ".join(str(e) for e in sorted(measured["epoch"].unique()))
+    return (f"Study `{study.name}` measured NC once per trial (epoch {epochs} of {study.config.train.total_epochs}), so "
+            "it has no figures over epochs: the values are in the NC tables. `metrics.every` measures more often.")  # fmt: skip
+
+
+def _trains_no_term(config: StudyConfig, row: pd.Series) -> bool:
+    """Whether the configuration a row of `param.*` values names trains no regularizer term."""
+    params = {c.removeprefix("param."): v for c, v in row.items() if c.startswith("param.") and c != SEED}
+    try:
+        r = with_params(config, params).regularizer
+    except (ValueError, KeyError):  # a variant or value this study.yaml no longer has
+        return False
+    return r.lambda_within == r.lambda_between == r.lambda_center == 0
+
+
+def _same_stratum(study: StudyResults, labels: pd.Series, label: str) -> np.ndarray:
+    """Which finished trials are in the stratum of the configuration `label` (all, without strata)."""
+    finished = study.finished
+    inside = np.ones(len(finished), dtype=bool)
+    for column in (c for c in study.strata if c in finished):
+        inside &= (finished[column] == finished.loc[labels == label, column].iloc[0]).to_numpy()
+    return inside
+
+
+def _baseline_label(study: StudyResults, labels: pd.Series, best: str, baseline: str | None) -> str | None:
+    """The label of the baseline configuration in the best's stratum (module docstring): --baseline's,
+    else the one that trains no term; None unless exactly one configuration is such."""
+    finished = study.finished
+    if baseline:
+        wanted = {(k if k.startswith("param.") else f"param.{k}"): v for k, v in _baseline(baseline).items()}
+        if any(c not in finished for c in wanted):
+            return None
+        chosen = np.logical_and.reduce([(finished[c] == v).to_numpy() for c, v in wanted.items()])
+    else:
+        chosen = np.array([_trains_no_term(study.config, row) for _, row in finished[study.by].iterrows()], dtype=bool)
+    found = labels[chosen & _same_stratum(study, labels, best)].unique()
+    return found[0] if len(found) == 1 else None
+
+
+def _angle_panels(study: StudyResults, labels: pd.Series, ranked: list[str], baseline: str | None) -> list[tuple[str, str]]:
+    """(role, label) of the configurations angles_best.png shows: the baseline beside the best; where
+    the baseline is the best, beside the best of the others in its stratum; the best alone without a
+    baseline (module docstring)."""
+    best = ranked[0]
+    base = _baseline_label(study, labels, best, baseline)
+    if base is None:
+        return [("best", best)]
+    if base != best:
+        return [("baseline", base), ("best", best)]
+    in_stratum = set(labels[_same_stratum(study, labels, best)])
+    others = [label for label in ranked if label != base and label in in_stratum]
+    return [("baseline and best", base)] + [("best besides the baseline", label) for label in others[:1]]
+
+
+def class_names(config: StudyConfig) -> tuple[str, ...] | None:
+    """The class names of the study's data source (ncstudy.data.build.load_source: CIFAR's from
+    torchvision's files or the Parquet tables' schema metadata, the digits', a file list's), None
+    where the data is not on this machine. Decoded images are cached (ncstudy.data.cache), so after
+    a study on this machine this costs a cache read, not a decode."""
+    from ncstudy.data.build import load_source  # torch: only when a figure needs the names
+
+    try:
+        return tuple(load_source(config.data).pool.classes)
+    except (StudyError, OSError):
+        return None
+
+
+def _best_collapse_figures(
+    study: StudyResults, labels: pd.Series, ranked: list[str], baseline: str | None, folder: Path
+) -> list[Path]:
+    """figures/angles_best.png (`_angle_panels`, module docstring) and figures/norms_best.png (the best
+    configuration's centred-mean norms), each the mean over the configuration's trials that have a
+    collapse file."""
+    finished = study.finished
+    best_arrays = _collapse_arrays(finished[labels == ranked[0]])
+    if not best_arrays:
+        return []
+    panels = {}
+    for role, label in _angle_panels(study, labels, ranked, baseline):
+        arrays = _collapse_arrays(finished[labels == label])
+        if arrays:
+            seeds = f" (mean of {len(arrays)} trials)" if len(arrays) > 1 else ""
+            panels[f"{role}: {label}{seeds}"] = np.mean([a["angles_deg"] for a in arrays], axis=0)
+    counts = best_arrays[0]["train_counts"]
+    groups = frequency_groups(counts.tolist(), study.config.data.shot_split)
+    return [
+        angle_heatmaps(panels, counts, folder / "angles_best.png", class_names(study.config)),
+        norm_bars(np.mean([a["mean_norms"] for a in best_arrays], axis=0), groups, folder / "norms_best.png"),
+    ]
 
 
 def numeric_parameters(config: StudyConfig) -> dict[str, tuple[bool, float, float]]:
@@ -336,9 +457,11 @@ def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("m
         heading = "## Ablation (test accuracy, all classes, mean ± std over seeds)\n\n"
         sections.append(heading + note + to_markdown(tables["ablation"]))
     write_tables(tables, out / "tables", formats)
-    figures = [f for study in studies for f in study_figures(study, out / "figures" / (study.name if len(studies) > 1 else ""))]
-    if figures:
-        sections.append("## Figures\n\n" + "\n".join(f"![{f.stem}]({f.relative_to(out)})" for f in figures))
+    figures = [f for s in studies for f in study_figures(s, out / "figures" / (s.name if len(studies) > 1 else ""), baseline)]
+    notes = [note for note in map(_measured_once_note, studies) if note]
+    if figures or notes:
+        shown = "\n".join(f"![{f.stem}]({f.relative_to(out)})" for f in figures)
+        sections.append("\n\n".join(["## Figures", *notes, *([shown] if shown else [])]))
     sections.append(f"Every table is also in `tables/` as Markdown, LaTeX (booktabs) and CSV ({', '.join(formats)}).")
     write_text(f"# Report: {', '.join(names)}\n\n" + "\n\n".join(sections) + "\n", out / "report.md")
     return out
@@ -362,7 +485,7 @@ def _study_section(study: StudyResults, tables: dict, baseline: str | None = Non
     if len(notes):
         lines += ["", f"Training counts below the imbalance profile's, so that every class keeps "
                   f"{study.config.data.val_per_class} validation images: {'; '.join(map(str, notes))}."]  # fmt: skip
-    lines += _not_in_tables(everything, study.config.train.total_epochs)
+    lines += _not_in_tables(everything, study.config.train.total_epochs, ncstudy_command("resume", study.name, study.folder.parent))
     if "best_by_stratum" in tables:
         keys = ", ".join(f"`{key}`" for key in search.strata)
         searched = ("every combination of the grid" if search.algorithm == "grid" else
@@ -406,14 +529,14 @@ def _stratum_recipes(study: StudyResults, table: Table) -> list[str]:
 NOT_IN_TABLES = {
     "stopped": "Stopped early by ASHA",
     "failed": "Failed",
-    "interrupted": "Interrupted (`python -m ncstudy resume` continues them)",
+    "interrupted": "Interrupted (`{resume}` continues them)",
     "unfinished": "Unfinished",
 }
 
 
-def _not_in_tables(trials: pd.DataFrame, total_epochs: int) -> list[str]:
+def _not_in_tables(trials: pd.DataFrame, total_epochs: int, resume: str) -> list[str]:
     """A line per status that keeps trials out of the tables, each trial with the epochs it reached
-    (and a failed trial's error)."""
+    (and a failed trial's error); `resume` is the command that continues the interrupted ones."""
     lines = []
     for status, heading in NOT_IN_TABLES.items():
         rows = trials[trials["status"] == status] if len(trials) else trials
@@ -424,5 +547,5 @@ def _not_in_tables(trials: pd.DataFrame, total_epochs: int) -> list[str]:
             error = getattr(row, "error", None)
             reason = f": {error}" if status == "failed" and isinstance(error, str) else ""
             listed.append(f"{row.trial_id} ({row.epochs_done}/{total_epochs} epochs{reason})")
-        lines += ["", f"{heading}, not in the tables: {'; '.join(listed)}."]
+        lines += ["", f"{heading.format(resume=resume)}, not in the tables: {'; '.join(listed)}."]
     return lines

@@ -5,7 +5,7 @@ Interruption is normal (the guide's principles), so every file here says what st
 in: `tracking.json` exists once the search started (the parent run), `state.json` says how the last
 driver ended (running, interrupted, failed, finished), and `.lock` is locked by the driver working
 in the folder now and names it, so a second `run` or `resume` is refused instead of writing a
-second study into the same files.
+second study into the same files. A driver refused before it wrote a study leaves no `.lock` behind.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ LOCK_FILE = ".lock"
 
 @dataclass(frozen=True)
 class StudyPaths:
-    """Where a study writes (README.md, "What the run wrote")."""
+    """Where a study writes (docs/outputs.md, "The study folder")."""
 
     results: Path
     name: str
@@ -140,12 +140,14 @@ class StudyLock:
     that driver's pid, host and start time. The kernel releases the lock when its process ends,
     however it ends, so a lock is never stale: a file still naming a process that is gone is taken
     over, and that is said. A second driver is refused with one line naming the holder. The folder
-    is created if needed, and removed again on exit if the driver wrote nothing else into it."""
+    is created if needed; a lock file this driver created goes again on exit when no study was
+    written (and so does a folder it created and left empty)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.path = folder / LOCK_FILE
         self._created_folder = False
+        self._created_file = False
         self._descriptor: int | None = None
 
     @staticmethod
@@ -164,6 +166,7 @@ class StudyLock:
 
     def __enter__(self) -> "StudyLock":
         self._created_folder = not self.folder.exists()
+        self._created_file = not self.path.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -185,9 +188,10 @@ class StudyLock:
         if self._descriptor is None:
             return
         os.ftruncate(self._descriptor, 0)  # released: an empty file names no holder
-        if self._created_folder and [entry.name for entry in self.folder.iterdir()] == [LOCK_FILE]:
-            self.path.unlink()  # nothing half-written: a folder this driver created and left empty goes again
-            self.folder.rmdir()
+        if self._created_file and not (self.folder / "study.yaml").exists():
+            self.path.unlink()  # refused before writing a study: nothing is left in the user's folder
+            if self._created_folder and not any(self.folder.iterdir()):
+                self.folder.rmdir()
         os.close(self._descriptor)  # closing releases the flock
         self._descriptor = None
 
@@ -195,10 +199,8 @@ class StudyLock:
 # -- --restart ---------------------------------------------------------------------------------
 
 
-def clear_for_restart(paths: StudyPaths) -> None:
-    """Delete the previous study of this name, and only that: the folder's study.yaml must name it.
-    Never follows a link (checked in `study_paths`; rmtree removes links inside, not their targets).
-    The lock, held by this driver, stays."""
+def check_restart(paths: StudyPaths) -> None:
+    """`--restart` deletes only this study's own folder: its study.yaml must name it."""
     try:
         saved = yaml.safe_load(paths.config_file.read_text())
         name = saved.get("name") if isinstance(saved, dict) else None
@@ -209,6 +211,13 @@ def clear_for_restart(paths: StudyPaths) -> None:
             f"--restart: {paths.folder} holds no study named {paths.name!r} (its study.yaml is missing or names "
             "another); ncstudy deletes only its own study folders: move that folder away"
         )
+
+
+def clear_for_restart(paths: StudyPaths) -> None:
+    """Delete the previous study of this name, and only that (`check_restart`). Never follows a link
+    (checked in `study_paths`; rmtree removes links inside, not their targets). The lock, held by
+    this driver, stays."""
+    check_restart(paths)
     for entry in paths.folder.iterdir():
         if entry.name == LOCK_FILE:
             continue

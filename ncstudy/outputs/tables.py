@@ -7,7 +7,14 @@ differences against a baseline, neural-collapse metrics; each rendered as Markdo
 - Head/medium/tail columns follow the many/medium/few-shot convention of Liu et al. (CVPR 2019,
   OLTR): accuracy in percent, best per column in bold, an empty group shown as a dash (never 0).
 - Best per stratum (search.strata): the best configuration within each stratum, chosen by the
-  search's own metric and mode, so a ratio's row never competes with another ratio's.
+  search's own metric and mode, so a ratio's row never competes with another ratio's. A tie for the
+  best is said, never resolved in silence: a note under the table (Markdown, LaTeX) and a `ties`
+  column (CSV) give how many configurations share the best mean; the one shown is the first in
+  trial order.
+- One row order for every table of configurations: the shot table's (best first by the search's
+  metric; grouped by stratum in a stratified study), so a row of the NC tables sits where the same
+  configuration sits in the accuracy table; and one header per metric (`HEADERS`: `NC1 many`, `min
+  angle many-few (deg)`), never a raw metric name beside a named one.
 - The ablation layout is Table 7 of Liu et al., "Inducing Neural Collapse in Deep Long-tailed
   Learning" (AISTATS 2023): a row per method variant, a column per data set x imbalance ratio.
 - Differences against a baseline pair the trials by seed (the same seed draws the same subset and
@@ -41,10 +48,15 @@ PLUS_MINUS = "±"
 PARAM_DIGITS = 4  # significant digits of a parameter value in a label cell
 ACCURACY_COLUMNS = ["test_acc_all", *(f"test_acc_{g}" for g in GROUPS)]
 NC_COLUMNS = [f"train_{name}" for name in ("nc1", "nc2_equinorm", "nc2_equiangle", "nc2_maxangle", "nc3", "nc4", "min_angle_deg")]
+# NC by frequency group (ncstudy.method.nc_stream): NC1 within each group, the smallest angle within
+# each group and between a many-shot and a few-shot class
+NC_GROUP_COLUMNS = [f"train_nc1_{g}" for g in GROUPS] + [f"train_min_angle_{g}_deg" for g in (*GROUPS, "many_few")]
 HEADERS = {
     "test_acc_all": "All", "test_acc_many": "Many", "test_acc_medium": "Medium", "test_acc_few": "Few",
     "train_nc1": "NC1", "train_nc2_equinorm": "NC2 equinorm", "train_nc2_equiangle": "NC2 equiangle",
     "train_nc2_maxangle": "NC2 max-angle", "train_nc3": "NC3", "train_nc4": "NC4", "train_min_angle_deg": "min angle (deg)",
+    **{f"train_nc1_{g}": f"NC1 {g}" for g in GROUPS},
+    **{f"train_min_angle_{g}_deg": f"min angle {g.replace('_', '-')} (deg)" for g in (*GROUPS, "many_few")},
 }  # fmt: skip
 LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -57,12 +69,14 @@ class Table:
     """numbers: a row per table row, numeric (label columns, then <metric>_mean/_std/_n or
     <metric>_diff/_low/_high/_n), what CSV writes; display: the same rows as strings under the shown
     headers, the first `labels` columns naming the row; marked: (row position, display column) of the
-    cells shown in bold."""
+    cells shown in bold; notes: lines that Markdown and LaTeX give under the table (CSV carries the
+    same facts as columns)."""
 
     numbers: pd.DataFrame
     display: pd.DataFrame
     labels: int
     marked: frozenset[tuple[int, str]] = frozenset()
+    notes: tuple[str, ...] = ()
 
 
 def with_recipes(table: Table, recipes: Sequence[str], shown: bool = True) -> Table:
@@ -73,9 +87,9 @@ def with_recipes(table: Table, recipes: Sequence[str], shown: bool = True) -> Ta
     numbers, display = table.numbers.copy(), table.display.copy()
     numbers.insert(table.labels, "recipe", list(recipes))
     if not shown:
-        return Table(numbers, display, table.labels, table.marked)
+        return Table(numbers, display, table.labels, table.marked, table.notes)
     display.insert(table.labels, "recipe", list(recipes))
-    return Table(numbers, display, table.labels + 1, table.marked)
+    return Table(numbers, display, table.labels + 1, table.marked, table.notes)
 
 
 # ---------------------------------------------------------------------------------------- numbers
@@ -191,12 +205,7 @@ def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "test_acc_all
     trials in percent, n trials; best first by the mean of `sort_by` (higher is better). With
     `strata` (columns of `by`: search.strata) rows are grouped by stratum, in ascending order, and
     the best per column is marked within each stratum, since only there are trials compared."""
-    numbers = aggregate(trials, by, list(dict.fromkeys([*ACCURACY_COLUMNS, sort_by])))
-    numbers = numbers.sort_values(f"{sort_by}_mean", ascending=False, na_position="last", kind="stable")
-    if strata:
-        order = sorted(range(len(numbers)), key=lambda i: _stratum_order([numbers[c].iloc[i] for c in strata]))
-        numbers = numbers.iloc[order]  # a stable sort: best first within each stratum
-    numbers = numbers.reset_index(drop=True)
+    numbers = _ranked(aggregate(trials, by, list(dict.fromkeys([*ACCURACY_COLUMNS, sort_by]))), sort_by, strata)
     headers = {c: _group_header(trials, c) for c in ACCURACY_COLUMNS}
     shown, marked = {}, set()
     groups = numbers.groupby(list(strata), dropna=False, sort=False).indices.values() if strata else [range(len(numbers))]
@@ -209,11 +218,34 @@ def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "test_acc_all
     return Table(numbers, display, len(by), frozenset(marked))
 
 
-def nc_table(trials: pd.DataFrame, by: list[str], columns: Sequence[str] = NC_COLUMNS) -> Table:
+def _ranked(numbers: pd.DataFrame, sort_by: str, strata: Sequence[str] = ()) -> pd.DataFrame:
+    """The rows of `aggregate` best first by the mean of `sort_by` (higher is better; ties and missing
+    values keep trial order, `_rounded`); with `strata`, grouped by stratum in ascending order (a stable sort:
+    best first within each stratum)."""
+    numbers = numbers.sort_values(f"{sort_by}_mean", ascending=False, na_position="last", kind="stable", key=_rounded)
+    if strata:
+        order = sorted(range(len(numbers)), key=lambda i: _stratum_order([numbers[c].iloc[i] for c in strata]))
+        numbers = numbers.iloc[order]
+    return numbers.reset_index(drop=True)
+
+
+def nc_table(
+    trials: pd.DataFrame,
+    by: list[str],
+    columns: Sequence[str] = NC_COLUMNS,
+    sort_by: str | None = None,
+    strata: Sequence[str] = (),
+) -> Table:
     """NC metrics per configuration, mean ± std to 3 significant digits; columns absent from
-    `trials` (NC3/NC4 need the classifier) are left out, all-NaN ones show a dash."""
+    `trials` (NC3/NC4 need the classifier) are left out, all-NaN ones show a dash. Rows in order of
+    first appearance, or, given `sort_by` (and `strata`), in the order of `shot_table` with the same
+    arguments, so that both tables list the configurations alike; `sort_by` itself is not shown."""
     present = [c for c in columns if c in trials.columns]
-    numbers = aggregate(trials, by, present)
+    numbers = aggregate(trials, by, present if sort_by is None else list(dict.fromkeys([*present, sort_by])))
+    if sort_by is not None:
+        numbers = _ranked(numbers, sort_by, strata)
+        if sort_by not in present:
+            numbers = numbers.drop(columns=[f"{sort_by}_{s}" for s in ("mean", "std", "n")])
     shown, _ = _mean_std_columns(numbers, {c: HEADERS.get(c, c) for c in present}, mark_best=False)
     display = pd.DataFrame({**_label_columns(numbers, by), **shown, "n": [str(n) for n in numbers["n"]]})
     return Table(numbers, display, len(by))
@@ -231,18 +263,48 @@ def best_per_stratum(
     imbalance ratio): a row per stratum, in ascending order of its values; the configuration (the
     columns of `by` that are not strata) with the best mean `metric` over its trials within that
     stratum, never across strata; its values, `metric` (validation, the objective) and the test
-    All / Many / Medium / Few as mean ± std over its trials (seeds), n trials."""
+    All / Many / Medium / Few as mean ± std over its trials (seeds), n trials. Where several
+    configurations share the best mean, the first in trial order is shown, the CSV's `ties` column
+    counts them (1: no tie) and a note says so (`_tie_notes`)."""
     searched = [c for c in by if c not in strata]
     columns = list(dict.fromkeys([metric, *ACCURACY_COLUMNS]))
     numbers = aggregate(trials, [*strata, *searched], columns)
-    ranked = numbers.sort_values(f"{metric}_mean", ascending=not higher_is_better, na_position="last", kind="stable")
-    best = ranked.groupby(strata, dropna=False, sort=False).head(1)
+    ranked = numbers.sort_values(
+        f"{metric}_mean", ascending=not higher_is_better, na_position="last", kind="stable", key=_rounded
+    )
+    ties = ranked.groupby(strata, dropna=False, sort=False)[f"{metric}_mean"].transform(_tied_with_first)
+    best = ranked.assign(ties=ties).groupby(strata, dropna=False, sort=False).head(1)
     order = sorted(range(len(best)), key=lambda i: _stratum_order(best[strata].iloc[i].tolist()))
     numbers = best.iloc[order].reset_index(drop=True)
     headers = {metric: f"{metric} (val)", **{c: _group_header(trials, c) for c in ACCURACY_COLUMNS}}
     shown, _ = _mean_std_columns(numbers, headers, mark_best=False)
     display = pd.DataFrame({**_label_columns(numbers, [*strata, *searched]), **shown, "n": [str(n) for n in numbers["n"]]})
-    return Table(numbers, display, len(strata) + len(searched))
+    return Table(numbers, display, len(strata) + len(searched), notes=_tie_notes(numbers, strata, metric))
+
+
+def _rounded(means: pd.Series) -> pd.Series:
+    """Means to 12 significant digits, the precision at which they are ranked and tied: means of the
+    same values summed in another order (0.95 of three trials, 0.95 of two) then compare equal."""
+    return means.map(lambda value: float(f"{value:.12g}"))
+
+
+def _tied_with_first(means: pd.Series) -> pd.Series:
+    """How many of a stratum's configurations (best first) share the first's mean (`_rounded`): 1 is
+    no tie; a missing mean ties with nothing."""
+    rounded = _rounded(means)
+    return pd.Series(max(int((rounded == rounded.iloc[0]).sum()), 1), index=means.index)
+
+
+def _tie_notes(numbers: pd.DataFrame, strata: list[str], metric: str) -> tuple[str, ...]:
+    """A line per stratum whose best is tied, e.g. "data.imbalance.ratio=10: 2 configurations tie for the
+    best val_acc_all (val), 95.0; shown: the first in trial order" (the value as the table shows it)."""
+    notes = []
+    for _, row in numbers[numbers["ties"] > 1].iterrows():
+        stratum = ", ".join(f"{_label_header(c)}={value_text(row[c], PARAM_DIGITS)}" for c in strata)
+        best = _number(row[f"{metric}_mean"], metric)
+        tied = f"{int(row['ties'])} configurations tie for the best {metric} (val), {best}"
+        notes.append(f"{stratum}: {tied}; shown: the first in trial order")
+    return tuple(notes)
 
 
 def _combine(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, study_column: str) -> pd.DataFrame:
@@ -392,11 +454,13 @@ def _markdown_escape(text: str) -> str:
 
 
 def to_markdown(table: Table) -> str:
-    """A GitHub pipe table: label columns left-aligned, values right-aligned, marked cells bold."""
+    """A GitHub pipe table: label columns left-aligned, values right-aligned, marked cells bold; each
+    note a paragraph under it."""
     header = [_markdown_escape(h) for h in table.display.columns]
     rule = [":---" if i < table.labels else "---:" for i in range(len(header))]
     body = _rows(table.display.map(_markdown_escape), table.marked, lambda text: f"**{text}**")
-    return "".join("| " + " | ".join(line) + " |\n" for line in (header, rule, *body))
+    text = "".join("| " + " | ".join(line) + " |\n" for line in (header, rule, *body))
+    return text + "".join(f"\n{note}\n" for note in table.notes)
 
 
 def _latex_escape(text: str) -> str:
@@ -404,12 +468,14 @@ def _latex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs}); marked cells in \\textbf, ± as $\\pm$."""
+    """A booktabs tabular (needs \\usepackage{booktabs}); marked cells in \\textbf, ± as $\\pm$; each
+    note a row spanning the columns under the bottom rule."""
     spec = "l" * table.labels + "r" * (len(table.display.columns) - table.labels)
     header = [_latex_escape(h) for h in table.display.columns]
     body = _rows(table.display.map(_latex_escape), table.marked, lambda text: rf"\textbf{{{text}}}")
     header_line, *body_lines = [" & ".join(cells) + r" \\" for cells in (header, *body)]
-    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header_line, r"\midrule", *body_lines, r"\bottomrule"]
+    notes = [rf"\multicolumn{{{len(header)}}}{{l}}{{\footnotesize {_latex_escape(note)}}} \\" for note in table.notes]
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header_line, r"\midrule", *body_lines, r"\bottomrule", *notes]
     return "\n".join(lines) + "\n\\end{tabular}\n"
 
 

@@ -14,6 +14,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ncstudy.config import StudyConfig
 from ncstudy.errors import StudyError
+from ncstudy.machine import cluster_address, local_cpus, local_gpus
 
 # Settings for Ray Train V2, given to every process of the study's Ray job:
 # - Train V2 workers put each report on a queue of size 1 that the controller drains once per health
@@ -36,15 +37,15 @@ def init_ray(address: str | None, verbose: bool = False) -> bool:
         _say_which("the Ray instance this process already runs")
         return False
     # Ray's token authentication is on by default for a local instance; its warning says so on
-    # every start, which README's trust section says once.
+    # every start, which docs/ray.md's trust section says once.
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     quiet = {
         "logging_level": logging.INFO if verbose else logging.WARNING,
         "log_to_driver": verbose,
         "runtime_env": {"env_vars": RAY_ENV},
     }
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":
+    address = cluster_address(address)
+    if address:
         ray.init(address=address, **quiet)
         _say_which(f"joined the cluster at {address}")
         return True
@@ -66,25 +67,55 @@ def _say_which(which: str) -> None:
     )
 
 
+def _trial_needs(study: StudyConfig) -> dict[str, float]:
+    res = study.resources
+    return {"CPU": res.num_workers * res.cpus_per_worker, "GPU": res.num_workers * res.gpus_per_worker}
+
+
+def _lacking(need: dict[str, float], have: dict[str, float]) -> list[str]:
+    return [kind for kind, amount in need.items() if amount > have.get(kind, 0.0) + 1e-9]
+
+
+def _refusal(need: dict[str, float], have: dict[str, float], where: str) -> str:
+    return (
+        f"resources: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU (num_workers x per-worker), "
+        f"{where} has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
+    )
+
+
+def _fix(lacking: list[str]) -> str:
+    if "GPU" in lacking:
+        return "--smoke runs a smaller copy fitted to this machine, or --set resources.gpus_per_worker=0"
+    return "lower resources.cpus_per_worker or num_workers (or --smoke: a smaller copy fitted to this machine)"
+
+
+def check_local_resources(study: StudyConfig) -> None:
+    """Before Ray starts: when the study would start a private local Ray, refuse a trial that this
+    machine's CPUs and GPUs cannot hold (a study sized for GPUs run on a laptop), so the refusal
+    comes before any Ray process and writes nothing. A cluster is asked once joined (check_resources)."""
+    if cluster_address(study.resources.address):
+        return
+    need = _trial_needs(study)
+    have = {"CPU": float(local_cpus()), "GPU": float(local_gpus()) if need["GPU"] else 0.0}
+    lacking = _lacking(need, have)
+    if lacking:
+        raise StudyError(f"{_refusal(need, have, 'this machine (a local Ray)')}; {_fix(lacking)}")
+
+
 def check_resources(study: StudyConfig, may_grow: bool) -> int:
     """Refuse a trial that can never be scheduled here, instead of waiting for it forever; return how
     many trials may run at once: `search.max_concurrent`, capped (with a note) to what a cluster that
     cannot grow holds, so that surplus trials wait instead of failing their worker-group start."""
-    res = study.resources
-    need = {"CPU": res.num_workers * res.cpus_per_worker, "GPU": res.num_workers * res.gpus_per_worker}
+    need = _trial_needs(study)
     have = ray.cluster_resources()
-    lacking = [kind for kind, amount in need.items() if amount > have.get(kind, 0.0) + 1e-9]
-    message = (
-        f"resources: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU (num_workers x per-worker), "
-        f"the Ray cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
-    )
+    lacking = _lacking(need, have)
+    message = _refusal(need, have, "the Ray cluster")
     if lacking and may_grow:
         print(f"warning: {message}; waiting for the autoscaler to add nodes", flush=True)
     if may_grow:
         return study.search.max_concurrent
     if lacking:
-        hint = "--set resources.gpus_per_worker=0" if "GPU" in lacking else "lower resources.cpus_per_worker or num_workers"
-        raise StudyError(f"{message}; {hint}")
+        raise StudyError(f"{message}; {_fix(lacking)}")
     fits = min(int(have.get(kind, 0.0) / amount + 1e-9) for kind, amount in need.items() if amount > 0)
     if study.search.max_concurrent > fits:
         print(
@@ -121,7 +152,7 @@ def check_shared_results(results: Path, tracking_uri: str | None = None) -> None
     if not tracking_uri:
         print(
             f"warning: {len(others) + 1} Ray nodes log to the sqlite file under {results}; with many trials "
-            "prefer an MLflow tracking server (tracking.uri; README.md, Running a study on a GPU cluster)",
+            "prefer an MLflow tracking server (tracking.uri; docs/cluster.md, Running a study on a GPU cluster)",
             flush=True,
         )
     if not all(seen):

@@ -4,12 +4,13 @@ searcher (ncstudy.study.search) is seeded from the study and persisted in RESULT
 The driver also owns the study's life cycle: preflight checks, the lock on the study folder, the
 MLflow parent run and, through its Tune callback ncstudy.study.trial_runs, every trial's run,
 interruption and resume, and the results and report at the end. Every way a driver ends leaves the
-folder, MLflow and Optuna saying the same thing about every trial (README.md, "Resume, faults and
+folder, MLflow and Optuna saying the same thing about every trial (docs/reliability.md, "Resume, faults and
 seeds").
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +24,18 @@ from ncstudy.config import StudyConfig, check_study_name, dump_yaml, load_study,
 from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
 from ncstudy.errors import StudyError
+from ncstudy.outputs.commands import ncstudy_command, no_study_error
 from ncstudy.outputs.report import build_report
+from ncstudy.smoke import SMOKE_FILE
 from ncstudy.outputs.results import ReportLog, read_experiment, write_parquet, write_text
 from ncstudy.strata import optuna_study_names, strata, stratum_slug
-from ncstudy.study.cluster import check_resources, check_shared_results, init_ray
+from ncstudy.study.cluster import check_local_resources, check_resources, check_shared_results, init_ray
 from ncstudy.study.interrupt import INTERRUPTION
 from ncstudy.study.progress import StudyProgress
 from ncstudy.study.search import planned_trials, scheduler, searcher_and_space
 from ncstudy.outputs.study_folder import (
-    LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, clear_for_restart, is_unfinished, read_tracking, study_paths, write_state,
-    write_tracking,
+    LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, check_restart, clear_for_restart, is_unfinished, read_tracking,
+    study_paths, write_state, write_tracking,
 )  # fmt: skip
 from ncstudy.study.stale_checkpoints import restore_named_checkpoints
 from ncstudy.study.tracking import TRIAL_TAG, StudyTracker, study_tracker
@@ -50,11 +53,7 @@ def _tune_retries(study: StudyConfig, fail_fast: bool) -> int:
 
 
 def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_fast: bool = False) -> tune.RunConfig:
-    """Tune's experiment folder under the study; our compact progress lines, Tune's tables with -v.
-    Tune keeps a single-worker trial's latest checkpoint only, and so saves its experiment state
-    after each one (what keeps `resume` pointing at a checkpoint that exists); with epochs shorter
-    than 5 s it warns about that on every epoch, so the warning is off (a small local copy)."""
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    """Tune's experiment folder under the study; our compact progress lines, Tune's tables with -v."""
     return tune.RunConfig(
         name=TUNE_EXPERIMENT,
         storage_path=str(paths.ray_storage.resolve()),
@@ -147,7 +146,9 @@ def _trainable(study: StudyConfig, paths: StudyPaths, source: Source):
 
 
 def _start_ray(study: StudyConfig, paths: StudyPaths, verbose: bool) -> int:
-    """Ray, and what it must hold before anything is written; returns the trials to run at once."""
+    """Ray, and what it must hold before anything is written; returns the trials to run at once.
+    What needs no Ray (a GPU this machine lacks when Ray would be local) is refused before it starts."""
+    check_local_resources(study)
     may_grow = init_ray(study.resources.address, verbose)
     INTERRUPTION.reclaim()
     max_concurrent = check_resources(study, may_grow)
@@ -155,29 +156,47 @@ def _start_ray(study: StudyConfig, paths: StudyPaths, verbose: bool) -> int:
     return max_concurrent
 
 
+def _existing_study(study: StudyConfig, paths: StudyPaths, restart: bool) -> str:
+    """What `run` does with the study folder: "new" (empty or absent), "resume" (an unfinished run of
+    this very study), "restart" (--restart over this study's folder); anything else is refused with
+    one line. Asked before Ray starts, and again under the lock (another driver may have written since)."""
+    if not paths.folder.is_dir() or not any(entry.name != LOCK_FILE for entry in paths.folder.iterdir()):
+        return "new"
+    if restart:
+        check_restart(paths)
+        return "restart"
+    if paths.config_file.exists():
+        if is_unfinished(paths) and load_study(paths.config_file) == study:
+            return "resume"
+        raise StudyError(
+            f"{paths.folder}: a study named {study.name!r} is already there; "
+            f"`{ncstudy_command('resume', study.name, paths.results)}` continues it, `run --restart` replaces it"
+        )
+    raise StudyError(f"{paths.folder}: holds files but no study; choose another name or move that folder away")
+
+
 def run_study(
-    study: StudyConfig, results: Path, restart: bool = False, verbose: bool = False, fail_fast: bool = False
+    study: StudyConfig, results: Path, restart: bool = False, verbose: bool = False, fail_fast: bool = False,
+    smoke: dict | None = None,
 ) -> StudyOutcome:
-    """Run a fresh study: validate the data, write study.yaml, search, write results and the report.
+    """Run a fresh study: validate the data, write study.yaml (and smoke.json, the record of a
+    `--smoke` copy: ncstudy.study_file.StudyRead.smoke_record), search, write results and the report.
     Running an unfinished study of the same config again resumes it."""
     paths = study_paths(results, study.name)
     StudyLock.refuse_if_held(paths.folder)
+    _existing_study(study, paths, restart)
     source = preflight(study)
     max_concurrent = _start_ray(study, paths, verbose)
     with StudyLock(paths.folder):
-        if paths.config_file.exists() and not restart:
-            if is_unfinished(paths) and load_study(paths.config_file) == study:
-                print(f"{paths.folder} holds an unfinished run of this study: resuming it (--restart starts afresh)")
-                return _resume_locked(study, paths, source, max_concurrent, verbose)
-            raise StudyError(
-                f"{paths.folder}: a study named {study.name!r} is already there; "
-                f"`python -m ncstudy resume {study.name}` continues it, `run --restart` replaces it"
-            )
-        if any(entry.name != LOCK_FILE for entry in paths.folder.iterdir()):
-            if not restart:
-                raise StudyError(f"{paths.folder}: holds files but no study; choose another name or move that folder away")
+        found = _existing_study(study, paths, restart)
+        if found == "resume":
+            print(f"{paths.folder} holds an unfinished run of this study: resuming it (--restart starts afresh)")
+            return _resume_locked(study, paths, source, max_concurrent, verbose)
+        if found == "restart":
             clear_for_restart(paths)
         write_text(dump_yaml(study), paths.config_file)
+        if smoke is not None:
+            write_text(json.dumps(smoke, indent=1), paths.folder / SMOKE_FILE)
         return _start_search(study, paths, source, max_concurrent, verbose, fail_fast)
 
 
@@ -197,7 +216,7 @@ def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcom
     """Continue an interrupted study to its planned trial count (see `_resume_locked`)."""
     paths = study_paths(results, check_study_name(name))
     if not paths.config_file.exists():
-        raise StudyError(f"{paths.config_file}: no study named {name!r} under {results}")
+        raise no_study_error(name, results)
     study = load_study(paths.config_file)
     read_tracking(paths)  # a corrupt record fails here, before Ray starts
     StudyLock.refuse_if_held(paths.folder)
@@ -238,7 +257,13 @@ def _resume_locked(study: StudyConfig, paths: StudyPaths, source: Source, max_co
 def _fit_and_finish(tuner: tune.Tuner, study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent_run_id: str) -> StudyOutcome:
     """Run the search; then, however it ended, make the results folder, MLflow and Optuna agree.
     A second Ctrl-C (or one after the search, while the results are written) stops at once: what
-    ran is marked KILLED and `resume` finishes the job."""
+    ran is marked KILLED and `resume` finishes the job.
+
+    Tune keeps a single-worker trial's latest checkpoint only, and so saves its experiment state
+    after each one (what keeps `resume` pointing at a checkpoint that exists); with epochs shorter
+    than 5 s it warns about that on every epoch, so the warning is off (a small local copy). Set
+    here, before Tune reads it, for a fresh search and a restored one alike."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         with INTERRUPTION.tune_loop():
             tuner.fit()
@@ -287,7 +312,7 @@ def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent
     tracker.log_artifacts(
         parent_run_id,
         [paths.folder / "report.md", paths.folder / "trials.parquet", paths.folder / "epochs.parquet",
-         paths.folder / "tables", paths.folder / "figures"],
+         paths.folder / "tables", paths.folder / "figures", paths.folder / SMOKE_FILE],  # missing files are skipped
     )  # fmt: skip
     state = "interrupted" if outcome.interrupted else "finished" if outcome.complete else "failed"
     tracker.finish(parent_run_id, {"interrupted": "KILLED", "finished": "FINISHED", "failed": "FAILED"}[state])

@@ -1,7 +1,7 @@
 """A single-worker trial trained inside its Tune trial actor: the engine (ncstudy.engine) run in the
 process Tune started for the trial, with the trial's CPU and GPU, reporting through `tune.report`
 with a checkpoint each epoch; Tune's checkpointing, FailureConfig and restore give fault tolerance
-and resume. No Ray Train controller or worker: one process per trial instead of three (README.md,
+and resume. No Ray Train controller or worker: one process per trial instead of three (docs/ray.md,
 "Which path a trial takes"). Nothing here touches MLflow: the driver logs the trial's run from the
 reports Tune receives (ncstudy.study.trial_runs).
 """

@@ -1,4 +1,4 @@
-"""One trial as Ray runs it, by one of two Tune function trainables (README.md, "Which path a trial
+"""One trial as Ray runs it, by one of two Tune function trainables (docs/ray.md, "Which path a trial
 takes"):
 
 - `run_single_worker_trial` (`resources.num_workers: 1`): the engine trains inside the Tune trial
