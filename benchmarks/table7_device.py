@@ -333,7 +333,7 @@ def report_tables(finished: pd.DataFrame, recipes: dict[str, str], study_name: s
     return {
         "ablation": with_recipes(ablation, [recipes[v] for v in ablation.numbers[VARIANT]]),
         "shot": with_recipes(shot, [recipes[v] for v in shot.numbers[VARIANT]]),
-        "nc": nc_table(finished, by),
+        "nc": nc_table(finished, by, sort_by=metric),
     }
 
 

@@ -4,6 +4,7 @@ a session of its own, so the tests can signal or kill it and everything it start
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +25,16 @@ def cli(*args: str, results: Path, log: Path) -> subprocess.Popen:
         [sys.executable, "-m", "ncstudy", *args, "--results", str(results)],
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+
+
+def pasted(command: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """A command ncstudy printed, run as a user pastes it into a shell (shell-split, in `cwd`); its
+    `python` is this test's interpreter, the one an activated environment puts first on PATH."""
+    argv = shlex.split(command)
+    assert argv[0] == "python", command
+    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, *argv[1:]], cwd=cwd, env=env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
 def wait_until(condition, process: subprocess.Popen, log: Path, what: str, timeout: float = 300) -> None:

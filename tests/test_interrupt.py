@@ -15,7 +15,7 @@ import mlflow
 import optuna
 import pandas as pd
 import pytest
-from processes import TINY, cli, kill_session, wait_for, wait_until
+from processes import TINY, cli, kill_session, pasted, wait_for, wait_until
 
 EPOCHS = 40  # long enough (seconds) to interrupt a single-worker trial between its epochs
 
@@ -49,13 +49,14 @@ def interrupted_and_resumed(
         kill_session(run.pid)
     text = log.read_text()
     assert status == 128 + (signal.SIGINT if twice else signum), text[-3000:]
-    assert "`python -m ncstudy resume " + name + "` continues it" in text, text[-3000:]
+    printed = re.findall(r"`(python -m ncstudy resume [^`]+)` continues it", text)
+    assert printed == [f"python -m ncstudy resume {name} --results {results.resolve()}"], text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     check_nothing_left_running(results, name)
     assert json.loads((folder / "state.json").read_text())["state"] == "interrupted"
     assert (folder / ".lock").read_text() == ""  # released: it names no holder
 
-    resume = cli("resume", name, results=results, log=resume_log)
+    resume = pasted(printed[0], cwd=tmp_path, log=resume_log)  # as printed, from another folder
     try:
         assert resume.wait(timeout=600) == 0, resume_log.read_text()[-3000:]
     finally:
@@ -69,7 +70,8 @@ def interrupted_and_resumed(
 def check_quiet_console(text: str) -> None:
     """Which Ray, said first; none of Ray's own noise without -v."""
     assert text.startswith("ray: a private local instance started by ncstudy"), text[:300]
-    for noise in ("Token authentication", "Configuration for experiment", "TensorBoard", "Tuner.restore", "Traceback"):
+    for noise in ("Token authentication", "Configuration for experiment", "TensorBoard", "Tuner.restore", "Traceback",
+                  "Experiment state snapshotting"):  # fmt: skip
         assert noise not in text, (noise, text[-3000:])
 
 

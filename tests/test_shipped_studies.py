@@ -1,86 +1,125 @@
-"""Every file in studies/ runs (slow): each for one tiny epoch on CPU, with size overrides only, through
-the real driver (Ray Tune, Optuna, Ray Train, MLflow, the report), so that a variant name, a key or
-a setting that MLflow, Optuna or Ray cannot take fails here and not in a user's first hour.
+"""Every file in studies/ runs as a laptop user runs it: `python -m ncstudy run studies/X.yaml --smoke`
+with nothing else but the data root, through the real driver (Ray Tune, Optuna, Ray Train, MLflow, the
+report) in a subprocess with its own local Ray. The quick start's smoke copy runs in the default suite,
+the others under -m slow.
 
-The CIFAR studies find their data as a user's run does, through the data root ($NCSTUDY_DATA, which
-CI points at its data folder): the CIFAR-10 Parquet tables there. The overrides change sizes, never
-what a study searches: CIFAR-100 (which cannot be downloaded here) is replaced by those CIFAR-10
-tables, the ImageNet-LT study gets a small generated image folder in its list format, and the epochs,
-n_max, image size, resources and how many configurations, seeds and grid values run are cut down."""
+The data root ($NCSTUDY_DATA) is a folder made here, as a user's would look: the real CIFAR-10
+Parquet tables (cifar10-jpeg/, linked from CI's data root), a CIFAR-100-shaped table pair made of
+those CIFAR-10 images (cifar100-jpeg/: 100 classes, 120 images each; CIFAR-100 cannot be downloaded
+here) and a small ImageNet-LT-style image folder with its lists (imagenet/, ImageNet_LT/)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from ncstudy.config import load_study
-from ncstudy.study.driver import run_study
 
-STUDIES = Path(__file__).resolve().parents[1] / "studies"
-pytestmark = pytest.mark.slow
-
-TINY = ["train.epochs=1", "train.warmup_epochs=0", "train.milestones=[]", "loss.drw_epoch=0", "metrics.every=0",
-        "regularizer.start_epoch=0", "search.max_concurrent=2", "resources.num_workers=1",
-        "resources.cpus_per_worker=1", "resources.gpus_per_worker=0", "resources.max_failures=0"]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ROOT / "studies"
+QUICK = {"quickstart.yaml"}  # in the default suite
 
 
 def test_every_shipped_study_is_covered():
-    assert sorted(p.name for p in STUDIES.glob("*.yaml")) == sorted(SIZES)
+    assert sorted(p.name for p in STUDIES.glob("*.yaml")) == sorted(PLANNED)
 
 
-def image_lists(folder: Path) -> list[str]:
-    """A small ImageNet-LT-style folder: 3 classes, 'relative/path label' lists for train/val/test.
-    Images of 64 pixels, not 32: at 32 ResNeXt-50's last stage sees 1 x 1 maps, and BatchNorm over
-    the last batch's two such maps blew the weights up (the trial diverged, correctly reported)."""
+def imagenet_lt(root: Path) -> None:
+    """imagenet/ and ImageNet_LT/ImageNet_LT_{train,val,test}.txt: 4 classes, 'relative/path label'
+    lines. Images of 64 pixels, the smoke copy's size: at 32 ResNeXt-50's last stage sees 1 x 1 maps."""
     rng = np.random.default_rng(0)
-    for split, counts in {"train": [8, 4, 2], "val": [2, 2, 2], "test": [2, 2, 2]}.items():
+    (root / "ImageNet_LT").mkdir(parents=True)
+    for split, counts in {"train": [12, 6, 3, 2], "val": [2, 2, 2, 2], "test": [3, 3, 3, 3]}.items():
         lines = []
         for label, count in enumerate(counts):
-            (folder / "images" / split).mkdir(parents=True, exist_ok=True)
+            (root / "imagenet" / split).mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / "images" / split / f"{label}-{i}.jpg")
+                image = rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)
+                Image.fromarray(image).save(root / "imagenet" / split / f"{label}-{i}.jpg")
                 lines.append(f"{split}/{label}-{i}.jpg {label}")
-        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return [f"data.root={folder / 'images'}", f"data.train_list={folder / 'train.txt'}", f"data.val_list={folder / 'val.txt'}",
-            f"data.test_list={folder / 'test.txt'}", "data.image_size=64", "data.loader_workers=0", "train.batch_size=4"]  # fmt: skip
+        (root / "ImageNet_LT" / f"ImageNet_LT_{split}.txt").write_text("\n".join(lines) + "\n")
 
 
-def cifar(root: Path, cache: Path) -> list[str]:
-    """No data.root: the study's own (null, the data root) finds the tables under $NCSTUDY_DATA."""
-    return [f"data.cache_dir={cache}", "data.download=false",
-            "data.imbalance.n_max=200", "data.val_per_class=5", "train.batch_size=64"]  # fmt: skip
+def cifar100_from_cifar10(cifar10: Path, out: Path, per_class: dict[str, int]) -> None:
+    """Tables shaped like CIFAR-100 (100 classes) from CIFAR-10's images: class 10 j + k holds the
+    j-th block of `per_class[split]` images of CIFAR-10 class k."""
+    out.mkdir(parents=True)
+    for split, count in per_class.items():
+        table = pq.read_table(cifar10 / f"{split}.parquet")
+        labels = table.column("label").to_numpy()
+        names = table.schema.metadata[b"classes"].decode().split(",")
+        rows, fake = [], []
+        for k in range(10):
+            of_class = np.flatnonzero(labels == k)
+            for j in range(10):
+                rows += of_class[j * count : (j + 1) * count].tolist()
+                fake += [10 * j + k] * count
+        images = table.column("image").take(pa.array(rows))
+        classes = [f"{names[c % 10]}-{c // 10}" for c in range(100)]
+        result = pa.table({"label": pa.array(fake, pa.int8()), "image": images})
+        pq.write_table(result.replace_schema_metadata({"classes": ",".join(classes)}), out / f"{split}.parquet")
 
 
-SIZES = {
-    "quickstart.yaml": (lambda tmp, parquet: ["search.num_samples=1"], 1),
-    "cifar_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "search.num_samples=1"], 3),  # one per stratum (ratio)
-    "cifar100_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "data.dataset=cifar10", "search.num_samples=1"], 3),
-    "imagenet_lt.yaml": (lambda tmp, parquet: [*image_lists(tmp), "search.num_samples=1"], 1),
-    # the grid's six variants (Table 7), one ratio, one seed
-    "ablation_cifar10_lt.yaml": (lambda tmp, parquet: [*cifar(*parquet), "search.seeds=[0]",
-                                                       "search.space.data.imbalance.ratio.values=[100]"], 6),  # fmt: skip
-    "ablation_cifar10_lt_cpu.yaml": (lambda tmp, parquet: [*cifar(*parquet), "search.seeds=[0]"], 4),
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, cifar_parquet):
+    root = tmp_path_factory.mktemp("data")
+    (root / "cifar10-jpeg").symlink_to(cifar_parquet[0])
+    cifar100_from_cifar10(cifar_parquet[0], root / "cifar100-jpeg", {"train": 120, "test": 20})
+    imagenet_lt(root)
+    return root, tmp_path_factory.mktemp("decoded")
+
+
+# Trials each study's smoke copy plans: at most 2 configurations per stratum, the first seed, every
+# variant and grid value.
+PLANNED = {
+    "quickstart.yaml": 2,
+    "cifar_lt.yaml": 6,  # 3 ratios (strata) x 2
+    "cifar100_lt.yaml": 6,
+    "imagenet_lt.yaml": 2,
+    "ablation_cifar10_lt.yaml": 12,  # 6 variants (Table 7) x 2 ratios
+    "ablation_cifar10_lt_cpu.yaml": 4,  # 4 variants
 }
 
 
-@pytest.mark.parametrize("file", sorted(SIZES))
-def test_a_shipped_study_runs_to_the_end(file, ray_session, cifar_parquet, tmp_path):
-    overrides, planned = SIZES[file]
-    study = load_study(STUDIES / file, [*overrides(tmp_path, cifar_parquet), *TINY])
-    if study.data.dataset == "cifar10":  # found through the data root, as a user's run finds it
-        assert cifar_parquet[0] in (Path(study.data.root).resolve(), Path(study.data.root).resolve() / "cifar10-jpeg")
-    outcome = run_study(study, tmp_path / "results")
-    assert (outcome.planned, outcome.finished, outcome.failed) == (planned, planned, []), outcome
-    trials = pd.read_parquet(outcome.folder / "trials.parquet")
+@pytest.mark.parametrize(
+    "file", [pytest.param(f, marks=() if f in QUICK else pytest.mark.slow) for f in sorted(PLANNED)]
+)
+def test_a_shipped_study_runs_with_smoke_alone(file, data_root, tmp_path):
+    root, cache = data_root
+    results = tmp_path / "results"
+    env = {**os.environ, "NCSTUDY_DATA": str(root), "NCSTUDY_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)  # a laptop: a private local Ray
+    done = subprocess.run(
+        [sys.executable, "-m", "ncstudy", "run", f"studies/{file}", "--smoke", "--results", str(results)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-4000:]
+    assert "Traceback" not in console, console[-4000:]
+    name = load_study(STUDIES / file).name
+    folder = results / f"{name}-smoke"
+    smoke_lines = [line for line in done.stdout.splitlines() if line.startswith("smoke:")]
+    assert len(smoke_lines) == 1 and f"a smaller copy of {name}" in smoke_lines[0], console[:2000]
+    assert json.loads((folder / "smoke.json").read_text())["copy_of"] == name
+    planned = PLANNED[file]
+    assert f"{planned} of {planned} trials finished" in done.stdout, console[-3000:]
+    trials = pd.read_parquet(folder / "trials.parquet")
     assert len(trials) == planned and set(trials["status"]) == {"finished"}
-    client = mlflow.MlflowClient(outcome.tracking_uri)
+    study = load_study(folder / "study.yaml")
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(study.tracking.experiment or study.name).experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * (planned + 1)
-    report = (outcome.folder / "report.md").read_text()
+    report = (folder / "report.md").read_text()
     if study.search.variants:  # the ablation table shows the variant names as written
-        assert all(f"| {name} |" in report for name in study.search.variants), report
+        assert all(f"| {variant} |" in report for variant in study.search.variants), report

@@ -38,6 +38,7 @@ def write_checkpoint(folder: Path, state: TrialState, epoch: int, final: Measure
                 mean_norms=final.norms,
                 angles_deg=final.angles_deg,
                 train_counts=np.asarray(data.train_counts),
+                class_names=np.asarray(data.train.classes),
                 group_of=group_of,
                 nc_history=np.asarray(json.dumps(state.history)),
             )

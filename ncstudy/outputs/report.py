@@ -361,15 +361,16 @@ def _angle_panels(study: StudyResults, labels: pd.Series, ranked: list[str], bas
     return [("baseline and best", base)] + [("best besides the baseline", label) for label in others[:1]]
 
 
-def class_names(config: StudyConfig) -> tuple[str, ...] | None:
-    """The class names of the study's data source (ncstudy.data.build.load_source: CIFAR's from
-    torchvision's files or the Parquet tables' schema metadata, the digits', a file list's), None
-    where the data is not on this machine. Decoded images are cached (ncstudy.data.cache), so after
-    a study on this machine this costs a cache read, not a decode."""
-    from ncstudy.data.build import load_source  # torch: only when a figure needs the names
+def class_names(arrays, config: StudyConfig) -> tuple[str, ...] | None:
+    """The class names a trial's collapse file records (its data's: CIFAR's, the Parquet tables'
+    schema metadata, a file list's indices); for a file written before it recorded them, the names
+    of the data source if it is on this machine (never downloaded for a figure), else None."""
+    if "class_names" in arrays.files:
+        return tuple(str(name) for name in arrays["class_names"])
+    from ncstudy.data.build import load_source  # torch: only for an older collapse file
 
     try:
-        return tuple(load_source(config.data).pool.classes)
+        return tuple(load_source(config.data.model_copy(update={"download": False})).pool.classes)
     except (StudyError, OSError):
         return None
 
@@ -393,7 +394,7 @@ def _best_collapse_figures(
     counts = best_arrays[0]["train_counts"]
     groups = frequency_groups(counts.tolist(), study.config.data.shot_split)
     return [
-        angle_heatmaps(panels, counts, folder / "angles_best.png", class_names(study.config)),
+        angle_heatmaps(panels, counts, folder / "angles_best.png", class_names(best_arrays[0], study.config)),
         norm_bars(np.mean([a["mean_norms"] for a in best_arrays], axis=0), groups, folder / "norms_best.png"),
     ]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from ncstudy.errors import StudyError
+from ncstudy.outputs.commands import ncstudy_command
 from ncstudy.outputs.results import write_text
 
 TUNE_EXPERIMENT = "tune"
@@ -131,7 +132,8 @@ def _holder(lock: Path) -> dict:
 def _in_use(folder: Path, holder: dict) -> str:
     return (
         f"{folder}: another ncstudy driver (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since "
-        f"{holder.get('since', '?')}) is working on this study; wait for it, or stop it and `resume`"
+        f"{holder.get('since', '?')}) is working on this study; wait for it, or stop it and "
+        f"`{ncstudy_command('resume', folder.name, folder.parent)}`"
     )
 
 

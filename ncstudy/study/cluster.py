@@ -93,7 +93,7 @@ def check_local_resources(study: StudyConfig) -> None:
     """Before Ray starts: when the study would start a private local Ray, refuse a trial that this
     machine's CPUs and GPUs cannot hold (a study sized for GPUs run on a laptop), so the refusal
     comes before any Ray process and writes nothing. A cluster is asked once joined (check_resources)."""
-    if cluster_address(study.resources.address):
+    if cluster_address(study.resources.address) or ray.is_initialized():
         return
     need = _trial_needs(study)
     have = {"CPU": float(local_cpus()), "GPU": float(local_gpus()) if need["GPU"] else 0.0}
