@@ -181,7 +181,7 @@ def _train(args: argparse.Namespace) -> int:
     figures = f", {outcome.folder / 'figures'}/" if args.figures else ""
     print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}{figures}")
     if outcome.tracking_uri:
-        print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+        print("\n".join(_tracking_lines(outcome.tracking_uri)))
     return 0
 
 
@@ -220,7 +220,7 @@ def _print_outcome(outcome) -> int:
         print(f"\n{table}")
     print(f"report:   {outcome.folder / 'report.md'} (tables/ and figures/ beside it)")
     print(f"results:  {outcome.folder / 'trials.parquet'}, {outcome.folder / 'epochs.parquet'}")
-    print(f"tracking: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    print("\n".join(_tracking_lines(outcome.tracking_uri, outcome.runs_page)))
     if outcome.interrupted:
         print(
             f"interrupted: {outcome.finished} finished, {outcome.unfinished} unfinished; "
@@ -235,6 +235,16 @@ def _print_outcome(outcome) -> int:
         return EXIT_TRIALS_FAILED
     print(f"{outcome.finished} of {outcome.planned} trials finished")
     return 0
+
+
+def _tracking_lines(uri: str, page: str = "") -> list[str]:
+    """How to see the runs: a tracking server's page; or `mlflow ui` over the local store, then the
+    study's page (MLflow 3 opens an experiment in its GenAI view unless the link asks for model
+    training: ncstudy.study.tracking.experiment_page)."""
+    if uri.startswith(("http://", "https://")):
+        return [f"tracking: {page or uri}"]
+    lines = [f"tracking: mlflow ui --backend-store-uri {uri}"]
+    return lines + [f"          then open {page}"] if page else lines
 
 
 def _shot_table(path: Path) -> str:

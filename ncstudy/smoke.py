@@ -14,7 +14,7 @@ The copy keeps what the study's rows mean and shrinks what only costs time:
 - configurations: at most SMOKE_SAMPLES per stratum for optuna and random searches, the first
   training seed only; every variant and every stratum is kept (each row of the study still runs);
 - resources, when Ray would be local (ncstudy.machine): no GPU asked for where none is visible,
-  at most as many workers as cores, CPUs per worker and trials at once fitted to the cores, and
+  at most as many workers as cores and one CPU each, trials at once fitted to the cores, and
   without a GPU no torch.compile and no DataLoader processes for a file list.
 
 The copy is named NAME-smoke, so its folder and MLflow experiment never mix with the full study's.
@@ -175,7 +175,9 @@ def _fit_resources(tree: dict) -> None:
         if tree["data"]["dataset"] == "filelist":  # DataLoader processes decode a file list's images
             tree["data"]["loader_workers"] = 0
     res["num_workers"] = min(res["num_workers"], cpus)
-    res["cpus_per_worker"] = min(res["cpus_per_worker"], cpus / res["num_workers"])
+    # One CPU a worker at most: a smoke copy's small model and batches use a core better beside
+    # another trial than as a second thread of one.
+    res["cpus_per_worker"] = min(res["cpus_per_worker"], cpus / res["num_workers"], 1.0)
     per_trial = res["num_workers"] * res["cpus_per_worker"]
     tree["search"]["max_concurrent"] = max(1, min(tree["search"]["max_concurrent"], int(cpus / per_trial + 1e-9)))
 

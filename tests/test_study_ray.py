@@ -13,6 +13,7 @@ from processes import stage_a_replaced_checkpoint
 from ncstudy.config import load_study
 from ncstudy.study.driver import run_study
 from ncstudy.study.stale_checkpoints import restore_named_checkpoints
+from ncstudy.study.tracking import short_value
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
 
@@ -65,7 +66,8 @@ def test_mlflow_has_one_parent_and_a_finished_child_per_trial(finished_study):
     assert "regularizer.lambda_within" in children[0].data.params
     # comparable in the UI: runs named by their searched values, the data set as an input, the best on the parent
     row = trials.set_index("mlflow_run_id").loc[children[0].info.run_id]
-    assert children[0].info.run_name.startswith(f"lambda_within={row['param.regularizer.lambda_within']:.3g}")
+    ratio, within = row["param.data.imbalance.ratio"], row["param.regularizer.lambda_within"]
+    assert children[0].info.run_name.startswith(f"r={short_value(ratio)} λW={short_value(within)} ")
     (dataset,) = children[0].inputs.dataset_inputs
     assert dataset.dataset.digest == row["data_fingerprint"] and dataset.dataset.name.startswith("digits")
     best = trials["val_acc_all"].max()

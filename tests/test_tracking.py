@@ -1,6 +1,7 @@
-"""MLflow tracking on a real sqlite store: run names, keys MLflow accepts, the best trial on the study's
-run, the training set as a dataset input (also from concurrent trials), and a resumed trial's report
-logged again."""
+"""MLflow tracking on a real sqlite store: the experiment opens as model training, run names that fit
+the runs list, keys MLflow accepts, the best trial on the study's run, the training set as a dataset
+input (also from concurrent trials), a trial's constants as params beside its moving metrics, and a
+resumed trial's report logged again."""
 
 import json
 import math
@@ -18,9 +19,12 @@ from ncstudy.study.tracking import (
     StudyTracker,
     TrialRunLog,
     dataset_name,
+    experiment_page,
     flatten,
     mlflow_key,
     mlflow_keys,
+    short_value,
+    trial_description,
     trial_run_name,
 )
 
@@ -41,13 +45,63 @@ def config_file(tmp_path):
 
 
 def test_run_name_says_variant_searched_values_and_seed():
-    params = {"variant": "+ L_W & L_B", "data.imbalance.ratio": 100, "train.seed": 1}
-    assert trial_run_name(params, "e93bc_00003", several_seeds=True) == "+ L_W & L_B · r=100 · seed 1"
+    params = {"variant": "+ L_W & L_B", "train.seed": 1, "data.imbalance.ratio": 100}
+    assert trial_run_name(params, "e93bc_00003", several_seeds=True) == "+ L_W & L_B · r=100 seed=1"
     assert trial_run_name(params, "e93bc_00003", several_seeds=False) == "+ L_W & L_B · r=100"
     searched = {"regularizer.lambda_within": 0.012345, "regularizer.lambda_between": 0.45678, "regularizer.temperature": None}
-    assert trial_run_name(searched, "t", False) == "lambda_within=0.0123 lambda_between=0.457 temperature=none"
-    assert trial_run_name({"loss.tau": 1.0, "regularizer.tau": 2.0}, "t", False) == "loss.tau=1 regularizer.tau=2"
+    assert trial_run_name(searched, "t", False) == "λW=0.012 λB=0.46 T=none"
+    assert trial_run_name({"loss.margin": 1.0, "regularizer.margin": 2.0}, "t", False) == "loss.margin=1 regularizer.margin=2"
+    other = {"loss.tau": 1.5, "regularizer.lambda_center": 0.01, "train.lr": 0.1}
+    assert trial_run_name(other, "t", False) == "τ=1.5 λC=0.01 lr=0.1"
     assert trial_run_name({}, "e93bc_00003", several_seeds=True) == "e93bc_00003"
+
+
+def test_a_four_key_trial_s_name_fits_the_runs_list_and_its_description_has_every_digit():
+    """MLflow 3's runs list cut `lambda_within=0.00263 lambda_between=0.172 ...` after about 15 characters."""
+    params = {"data.imbalance.ratio": 100, "regularizer.lambda_within": 0.0026345678, "regularizer.lambda_between": 0.17234567,
+              "regularizer.temperature": 0.5, "train.seed": 2}  # fmt: skip
+    name = trial_run_name(params, "e93bc_00003", several_seeds=False)
+    assert name == "r=100 λW=0.0026 λB=0.17 T=0.5" and len(name) < 40
+    assert trial_run_name(params, "e93bc_00003", several_seeds=True) == "r=100 λW=0.0026 λB=0.17 T=0.5 seed=2"
+    description = trial_description(params, "e93bc_00003")
+    assert "e93bc_00003" in description
+    for line in ("`regularizer.lambda_within` = 0.0026345678", "`regularizer.lambda_between` = 0.17234567",
+                 "`data.imbalance.ratio` = 100", "`regularizer.temperature` = 0.5", "`train.seed` = 2"):  # fmt: skip
+        assert line in description
+    assert "`regularizer.temperature` = none" in trial_description({"regularizer.temperature": None}, "t")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(100.0, "100"), (0.0026345, "0.0026"), (0.17234, "0.17"), (12345.0, "12000"), (1.0e-5, "1e-05"), (0.5, "0.5"),
+     (100, "100"), (None, "none"), (math.nan, "none"), ("cosine", "cosine"), (True, "True")],
+)  # fmt: skip
+def test_values_in_a_run_name_have_two_significant_digits_and_no_needless_exponent(value, text):
+    assert short_value(value) == text
+
+
+def test_a_new_experiment_opens_as_model_training_in_mlflow_s_ui(tmp_path):
+    """MLflow 3 opened the study's experiment on an empty GenAI overview (traces, tokens)."""
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "fresh")
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    page = "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert experiment_page("http://127.0.0.1:5000/", "7") == page
+    sorted_page = page + "&orderByKey=metrics.%60val_acc_all%60&orderByAsc=false"  # best first, the trials flat
+    assert experiment_page("http://127.0.0.1:5000", "7", "val_acc_all", "max") == sorted_page
+    assert experiment_page("http://h:5000", "7", "val_loss", "min").endswith("orderByKey=metrics.%60val_loss%60&orderByAsc=true")
+
+
+@pytest.mark.parametrize("kind", [None, "genai_development"])
+def test_a_reused_experiment_opens_as_model_training_too(tmp_path, kind):
+    """An experiment an older version created (no kind), or that a user switched to GenAI, when a study
+    (a resumed one, or another study into the same experiment) logs to it again."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    existing = client.create_experiment("old", tags={} if kind is None else {"mlflow.experimentKind": kind})
+    tracker = StudyTracker(uri, "old")
+    assert tracker.experiment_id == existing
+    assert client.get_experiment(existing).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_keys_mlflow_refuses_are_mapped_to_unique_accepted_keys():
@@ -73,19 +127,41 @@ def test_the_study_run_takes_a_config_with_any_variant_name_and_long_values(trac
     assert len(params["data.root"]) == MAX_PARAM_VAL_LENGTH and params["data.root"].endswith(TRUNCATED)
 
 
-def test_a_trial_run_is_named_and_found_again_by_its_tune_id(tracker, config_file):
+def test_a_trial_run_is_named_described_and_found_again_by_its_tune_id(tracker, config_file):
     parent = tracker.start_study("named", {"name": "named"}, config_file)
-    run_id = tracker.start_trial(parent, "named", "e93bc_00003", {"regularizer.lambda_within": 0.01}, "+ L_W · seed 1")
+    run_id = tracker.start_trial(
+        parent, "named", "e93bc_00003", {"regularizer.lambda_within": 0.01}, "+ L_W · seed=1", "- `train.seed` = 1"
+    )
     run = tracker.client.get_run(run_id)
-    assert run.info.run_name == "+ L_W · seed 1" and run.data.tags[TRIAL_TAG] == "e93bc_00003"
+    assert run.info.run_name == "+ L_W · seed=1" and run.data.tags[TRIAL_TAG] == "e93bc_00003"
+    assert run.data.tags["mlflow.note.content"] == "- `train.seed` = 1"  # the UI's run description
     assert tracker.start_trial(parent, "named", "e93bc_00003", {}, "another name") == run_id
     long = tracker.client.get_run(tracker.start_trial(parent, "named", "t1", {}, "x" * 300)).info.run_name
     assert len(long) == 250 and long.endswith(TRUNCATED)
 
 
+CONSTANTS = {"num_train": 12406, "world_size": 1, "classes_many": 35, "classes_medium": 35, "classes_few": 30}
+
+
 def report(epoch: int, worker_nodes: str) -> dict:
-    return {"epoch": epoch, "data_fingerprint": "e7b8c3fdf72b3565", "num_train": 12406, "world_size": 1,
-            "worker_nodes": worker_nodes, "val_acc_all": 0.5 + epoch / 10, "loss_sup": math.nan}  # fmt: skip
+    """A report as the engine makes it (ncstudy.engine.loop.run_epochs): the epoch, the trial's constants, its measurements."""
+    return {"epoch": epoch, "data_fingerprint": "e7b8c3fdf72b3565", **CONSTANTS, "worker_nodes": worker_nodes,
+            "val_acc_all": 0.5 + epoch / 10, "lr": 0.1 / (epoch + 1), "epoch_time_s": 1.5, "loss_sup": math.nan}  # fmt: skip
+
+
+def test_a_trial_s_constants_are_params_and_only_what_moves_is_a_metric_by_epoch(tracker, config_file):
+    """MLflow's "Model metrics" tab drew flat charts of the class counts, num_train and the epoch itself."""
+    parent = tracker.start_study("constants", {"name": "constants"}, config_file)
+    run_id = tracker.start_trial(parent, "constants", "t0", {})
+    log = TrialRunLog(tracker.uri, run_id, DATA)
+    for epoch in (1, 2, 3):
+        log.log_report(report(epoch, "node-a"))
+    run = tracker.client.get_run(run_id)
+    assert set(run.data.metrics) == {"val_acc_all", "lr", "epoch_time_s"}
+    assert {key: run.data.params[key] for key in CONSTANTS} == {key: str(value) for key, value in CONSTANTS.items()}
+    for key in ("val_acc_all", "lr"):
+        assert [m.step for m in tracker.client.get_metric_history(run_id, key)] == [1, 2, 3]
+    assert tracker.client.get_metric_history(run_id, "lr")[-1].value == pytest.approx(0.1 / 4)
 
 
 def test_a_resumed_trial_reports_other_worker_nodes_into_the_same_run(tracker, config_file):
@@ -99,6 +175,7 @@ def test_a_resumed_trial_reports_other_worker_nodes_into_the_same_run(tracker, c
     run = tracker.client.get_run(run_id)
     assert run.data.tags["worker_nodes"] == "node-b,node-c" and "worker_nodes" not in run.data.params
     assert run.data.params["data_fingerprint"] == "e7b8c3fdf72b3565"
+    assert run.data.params["num_train"] == "12406" and "num_train" not in run.data.metrics  # logged by both sessions
     assert [m.step for m in tracker.client.get_metric_history(run_id, "val_acc_all")] == [0, 1, 2]
     assert "loss_sup" not in run.data.metrics
     inputs = run.inputs.dataset_inputs

@@ -56,13 +56,16 @@ def _final_checkpoint(trial) -> str:
 
 
 def _report(epoch: int, **extra) -> dict:
-    return {"epoch": epoch, "val_acc_all": 0.5 + epoch / 10, "loss": 1.0 / epoch, "data_fingerprint": "abc", **TUNE_KEYS, **extra}
+    """A single-worker trial's report as Tune hands it over: the engine's values and Tune's own."""
+    static = {"data_fingerprint": "abc", "num_train": 120, "world_size": 1, "classes_many": 3, "classes_medium": 4,
+              "classes_few": 3}  # fmt: skip
+    return {"epoch": epoch, "val_acc_all": 0.5 + epoch / 10, "loss": 1.0 / epoch, **static, **TUNE_KEYS, **extra}
 
 
 def test_a_trial_run_is_opened_logged_given_its_figures_and_closed_by_the_driver(study_folder):
     paths, tracker, parent = study_folder
     runs = pickle.loads(pickle.dumps(TrialRuns()))  # Tune pickles its callbacks with the experiment
-    trial = _trial(paths, "abc12_00000", {"train.seed": 1})
+    trial = _trial(paths, "abc12_00000", {"regularizer.lambda_within": 0.0123456, "train.seed": 1})
     runs.on_trial_start(0, [], trial)
     for epoch in (1, 2):
         runs.on_trial_result(0, [], trial, _report(epoch, checkpoint_path=None if epoch == 1 else "/elsewhere"))
@@ -70,10 +73,15 @@ def test_a_trial_run_is_opened_logged_given_its_figures_and_closed_by_the_driver
     runs.on_trial_complete(0, [], trial)
 
     (run,) = tracker.children(parent)
-    assert run.info.run_name == "seed 1"  # a study of two seeds: the seed sets the trial apart
+    assert run.info.run_name == "λW=0.012 seed=1"  # a study of two seeds: the seed sets the trial apart
+    assert "`regularizer.lambda_within` = 0.0123456" in run.data.tags["mlflow.note.content"]  # its description
     assert run.data.tags[TRIAL_TAG] == "abc12_00000" and run.data.tags[PARENT_TAG] == parent
     assert run.info.status == "FINISHED"
+    assert set(run.data.metrics) == {"val_acc_all", "loss"}  # what moves; the constants are params
     assert run.data.metrics["val_acc_all"] == pytest.approx(0.7)
+    assert (run.data.params["num_train"], run.data.params["classes_few"]) == ("120", "3")
+    experiment = tracker.client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert not set(TUNE_KEYS) & set(run.data.metrics) and "checkpoint_path" not in run.data.params
     client = mlflow.MlflowClient(tracker.uri)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]

@@ -38,7 +38,7 @@ from ncstudy.outputs.study_folder import (
     study_paths, write_state, write_tracking,
 )  # fmt: skip
 from ncstudy.study.stale_checkpoints import restore_named_checkpoints
-from ncstudy.study.tracking import TRIAL_TAG, StudyTracker, study_tracker
+from ncstudy.study.tracking import LOCAL_UI, TRIAL_TAG, StudyTracker, experiment_page, study_tracker
 from ncstudy.study.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
 from ncstudy.study.trial_runs import TrialRuns
 
@@ -119,6 +119,7 @@ class StudyOutcome:
     failed: list[tuple[str, int, str]] = field(default_factory=list)  # (trial id, epochs done, error)
     interrupted: bool = False
     tracking_uri: str = ""
+    runs_page: str = ""  # the study's runs in the MLflow UI (ncstudy.study.tracking.experiment_page)
 
     @property
     def unfinished(self) -> int:
@@ -294,7 +295,7 @@ def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent
     """Trials' statuses from Tune, their MLflow runs closed to match, the tables, report and best
     configuration, and the state the next driver reads."""
     trials, epochs = read_experiment(paths.tune_experiment, study.train.total_epochs)
-    outcome = _outcome(study, paths, trials, tracker.uri)
+    outcome = _outcome(study, paths, trials, tracker)
     trials = _close_trial_runs(tracker, parent_run_id, trials)
     if not outcome.interrupted:
         _close_orphaned_optuna_trials(study, paths)
@@ -320,13 +321,15 @@ def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent
     return outcome
 
 
-def _outcome(study: StudyConfig, paths: StudyPaths, trials: pd.DataFrame, uri: str) -> StudyOutcome:
+def _outcome(study: StudyConfig, paths: StudyPaths, trials: pd.DataFrame, tracker: StudyTracker) -> StudyOutcome:
     planned = planned_trials(study)
     rows = trials if len(trials) else pd.DataFrame(columns=["trial_id", "status", "epochs_done", "error"])
     finished = int(rows["status"].isin(["finished", "stopped"]).sum())
     failed = [(r.trial_id, int(r.epochs_done), str(r.error)) for r in rows[rows["status"] == "failed"].itertuples()]
     interrupted = INTERRUPTION.interrupted or (finished + len(failed) < planned and not failed)
-    return StudyOutcome(paths.folder, planned, finished, failed, interrupted, uri)
+    ui = tracker.uri if tracker.uri.startswith(("http://", "https://")) else LOCAL_UI
+    page = experiment_page(ui, tracker.experiment_id, study.search.metric, study.search.mode)
+    return StudyOutcome(paths.folder, planned, finished, failed, interrupted, tracker.uri, page)
 
 
 def _close_trial_runs(tracker: StudyTracker, parent_run_id: str, trials: pd.DataFrame) -> pd.DataFrame:

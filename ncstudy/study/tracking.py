@@ -8,9 +8,17 @@ workers it has, and only the driver writes the store; it also logs the figures d
 checkpoint and the trial's training split as an MLflow dataset input. This module imports no Ray
 (`ncstudy train`).
 
-What a researcher compares in the MLflow UI: a trial's run is named by what sets it apart
-(`trial_run_name`: variant, searched values, seed; the Tune trial id stays a tag), the study's run
-carries the best trial's objective, test accuracies and configuration (`StudyTracker.log_best`).
+What a researcher compares in the MLflow UI: MLflow 3 opens an experiment on its GenAI pages
+(traces, token usage, evaluations) unless told it holds model training. Every experiment the study
+logs to carries the tag that says so (EXPERIMENT_KIND = MODEL_TRAINING); MLflow 3.17's UI decides by
+a switch it keeps per browser instead (GenAI by default), which a link sets (`experiment_page`). A
+trial's run is named by what sets it apart, short enough for the runs list's name column
+(`trial_run_name`: variant, searched values in short symbols at 2 significant digits, seed;
+`r=100 λW=0.0026 λB=0.17 T=0.5`), with every searched value at full precision in its description
+(`trial_description`, MLflow's note) and the Tune trial id a tag; the study's run carries the best
+trial's objective, test accuracies and configuration (`StudyTracker.log_best`). What a trial reports
+the same at every epoch (its split's sizes and fingerprint, CONSTANTS) is a param, not a metric, and
+the epoch is the metrics' step, so a run's metric charts are the curves that move.
 MLflow refuses some keys (mlflow.utils.validation: only alphanumerics, `_ - . / ` and spaces, at
 most 250 characters, no path tricks such as `a//b`) and any change of a logged param, so every key
 passes through `mlflow_keys` and values that differ between Ray sessions (the worker nodes) are tags.
@@ -30,14 +38,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_RUN_NOTE
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 import sqlparse.lexer  # MLflow's search-filter parser (see StudyTracker)
 
+from ncstudy.data.groups import GROUPS
 from ncstudy.engine.checkpoint_files import COLLAPSE_FILE, FIGURES
 from ncstudy.outputs.figures import trial_figures
 from ncstudy.outputs.formatting import value_text
@@ -51,7 +61,28 @@ TRIAL_TAG = "ncstudy.trial_id"
 MAX_PARAMS_PER_BATCH = 100
 SEED_PARAM = "train.seed"  # the training seed in a trial's params (ncstudy.study.search.SEED_KEY)
 VARIANT_PARAM = "variant"
-SHORT_NAMES = {"data.imbalance.ratio": "r"}
+SHORT_NAMES = {
+    "data.imbalance.ratio": "r",
+    "regularizer.lambda_within": "λW",
+    "regularizer.lambda_between": "λB",
+    "regularizer.lambda_center": "λC",
+    "regularizer.temperature": "T",
+    "loss.tau": "τ",
+    SEED_PARAM: "seed",
+}
+NAME_DIGITS = 2  # significant digits of a number in a run name; its description has them all
+# An experiment's type in MLflow 3's UI (mlflow/server/js: the tag its type selector writes, and
+# ExperimentKind's values): `custom_model_development` is "Model training", whose first page is the
+# runs table; `genai_development` opens on traces and evaluations.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+# MLflow 3.17's UI shows an experiment as GenAI or model training by a switch in its sidebar, not by
+# the tag: kept per browser (localStorage `mlflow.workflowType`, GenAI when unset), and overridden by
+# the query `workflowType` of the page's link (mlflow/server/js: WorkflowTypeProvider).
+MODEL_TRAINING_VIEW = {"workflowType": "machine_learning"}
+EPOCH = "epoch"  # a report's epoch: the step of its metrics, not a metric itself
+# Numbers every report of a trial repeats (ncstudy.engine.loop.static_metrics): params, not metrics.
+CONSTANTS = frozenset({"num_train", "world_size", *(f"classes_{group}" for group in GROUPS)})
 SESSION_STRINGS = frozenset({"worker_nodes"})  # reported strings that change when a trial resumes: tags
 BEST_ACCURACIES = ("test_acc_all", "test_acc_many", "test_acc_medium", "test_acc_few")
 TRUNCATED = "...[truncated]"
@@ -157,8 +188,8 @@ def _missing(value: Any) -> bool:
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:
-    """{dotted key: its name in a run name}: `r` for the ratio, else the last part, or the whole key
-    where two keys share their last part (`loss.tau` beside `regularizer.tau`)."""
+    """{dotted key: its name in a run name}: its symbol in SHORT_NAMES (`λW`, `r`), else the last
+    part, or the whole key where two keys share their last part (`loss.margin` beside `regularizer.margin`)."""
     last = Counter(key.rsplit(".", 1)[-1] for key in keys)
     return {
         key: SHORT_NAMES.get(key) or (key.rsplit(".", 1)[-1] if last[key.rsplit(".", 1)[-1]] == 1 else key)
@@ -166,19 +197,55 @@ def _short_names(keys: list[str]) -> dict[str, str]:
     }
 
 
+def short_value(value: Any) -> str:
+    """A value in a run name: a float to NAME_DIGITS significant digits, written without an exponent
+    where `g` allows (100, 0.0026, 0.17), anything else as ncstudy.outputs.formatting.value_text does."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{float(f'{value:.{NAME_DIGITS}g}'):g}"
+    return value_text(value)
+
+
+def _labelled(params: Mapping[str, Any], several_seeds: bool) -> list[str]:
+    """The keys of `params` a run name shows: the searched ones, data settings first (the imbalance
+    ratio says which task a trial is; the list's name column shows about 20 characters), then the seed
+    in a study of several."""
+    searched = sorted((key for key in params if key not in (VARIANT_PARAM, SEED_PARAM)), key=lambda k: not k.startswith("data."))
+    return searched + [SEED_PARAM] if several_seeds and SEED_PARAM in params else searched
+
+
 def trial_run_name(params: Mapping[str, Any], trial_id: str, several_seeds: bool) -> str:
     """A trial's run name: what sets it apart from the study's other trials, from its sampled
-    `params` (dotted keys as run_trial receives them): the variant, the searched values and, in a
-    study of several seeds, the seed, e.g. `+ L_W & L_B · r=100 · seed 1` or
-    `lambda_within=0.0123 lambda_between=0.456 temperature=none`; the trial id when nothing was searched."""
-    searched = [key for key in params if key not in (VARIANT_PARAM, SEED_PARAM)]
-    names = _short_names(searched)
+    `params` (dotted keys as run_trial receives them), short enough for the name column of MLflow's
+    runs list: the variant as written, then the searched values in short symbols and, in a study of
+    several seeds, the seed, e.g. `+ L_W & L_B · r=100 seed=1` or `r=10 λW=0.0026 λB=0.17 T=none`;
+    the trial id when nothing was searched. `trial_description` has the values at full precision."""
+    labelled = _labelled(params, several_seeds)
+    names = _short_names(labelled)
     parts = [str(params[VARIANT_PARAM])] if VARIANT_PARAM in params else []
-    if searched:
-        parts.append(" ".join(f"{names[key]}={value_text(params[key])}" for key in searched))
-    if several_seeds and SEED_PARAM in params:
-        parts.append(f"seed {params[SEED_PARAM]}")
+    if labelled:
+        parts.append(" ".join(f"{names[key]}={short_value(params[key])}" for key in labelled))
     return " · ".join(parts) or trial_id
+
+
+def trial_description(params: Mapping[str, Any], trial_id: str) -> str:
+    """A trial run's description (MLflow's note, Markdown): the Tune trial id and every sampled
+    key = value at full precision, which the run name rounds."""
+    lines = [f"- `{key}` = {'none' if _missing(value) else value}" for key, value in params.items()]
+    return "\n".join([f"Tune trial `{trial_id}`", "", *lines])
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def experiment_page(ui: str, experiment_id: str, metric: str | None = None, mode: str = "max") -> str:
+    """The experiment's runs table in the MLflow UI served at `ui` (`http://127.0.0.1:5000`), as
+    model training whatever the browser's switch says; with the study's objective `metric` and
+    `mode`, its runs sorted best first, which also lists the trials flat rather than folded under the
+    study's run (mlflow/server/js: runs nest under their parent only in the default order by date)."""
+    query = dict(MODEL_TRAINING_VIEW)
+    if metric is not None:
+        query.update(orderByKey=f"metrics.`{mlflow_key(metric)}`", orderByAsc=str(mode == "min").lower())
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
 def dataset_name(data: Mapping[str, Any]) -> str:
@@ -238,13 +305,19 @@ class StudyTracker:
 
     @property
     def experiment_id(self) -> str:
+        """The experiment's id, created on first use, and tagged as model training either way: an
+        experiment an older version created, or that a user switched in the UI, opens on its runs again."""
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment)
-            if found is not None:
-                self._experiment_id = found.experiment_id
-            else:
+            if found is None:
                 location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
-                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+                )
+            else:
+                self._experiment_id = found.experiment_id
+                if found.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+                    self.client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return self._experiment_id
 
     def start_study(self, name: str, config: dict[str, Any], config_file: Path) -> str:
@@ -260,19 +333,21 @@ class StudyTracker:
         )
 
     def start_trial(
-        self, parent_run_id: str, study: str, trial_id: str, params: dict[str, Any], run_name: str | None = None
-    ) -> str:
+        self, parent_run_id: str, study: str, trial_id: str, params: dict[str, Any], run_name: str | None = None,
+        description: str | None = None,
+    ) -> str:  # fmt: skip
         """The trial's child run under the study's parent run, named `run_name` (default: the trial
-        id, which is always the tag TRIAL_TAG); a trial resumed after an interruption gets its own
-        run back (set RUNNING again), so MLflow holds one run per trial."""
+        id, which is always the tag TRIAL_TAG), with `description` as its note; a trial resumed after
+        an interruption gets its own run back (set RUNNING again), so MLflow holds one run per trial."""
         for run in self.children(parent_run_id):
             if run.data.tags.get(TRIAL_TAG) == trial_id:
                 self.client.update_run(run.info.run_id, status="RUNNING")
                 return run.info.run_id
+        tags = {PARENT_TAG: parent_run_id, STUDY_TAG: study, TRIAL_TAG: trial_id}
+        if description:
+            tags[MLFLOW_RUN_NOTE] = _limited(description, MAX_TAG_VAL_LENGTH)
         run = self.client.create_run(
-            self.experiment_id,
-            run_name=_limited(run_name or trial_id, MAX_RUN_NAME_LENGTH),
-            tags={PARENT_TAG: parent_run_id, STUDY_TAG: study, TRIAL_TAG: trial_id},
+            self.experiment_id, run_name=_limited(run_name or trial_id, MAX_RUN_NAME_LENGTH), tags=tags
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -323,12 +398,13 @@ class StudyTracker:
 
 
 class TrialRunLog:
-    """Logs a trial's reports to its child run: numbers as metrics at step=epoch, strings once as
-    params (the data fingerprint) except those of SESSION_STRINGS, which a resumed trial reports with
-    new values and which are tags; with the trial's `data` settings, the first report that carries the
-    split fingerprint also logs the training set as a dataset input. The final checkpoint's arrays
-    become the trial's figures and collapse.npz artifacts. Used by the study driver's Tune callback
-    (ncstudy.study.trial_runs) and by `ncstudy train`; imports no Ray."""
+    """Logs a trial's reports to its child run: what moves as metrics at step = the report's epoch;
+    what every report repeats (CONSTANTS, and strings such as the data fingerprint) once as params,
+    except SESSION_STRINGS, which a resumed trial reports with new values and which are tags; with
+    the trial's `data` settings, the first report that carries the split fingerprint also logs the
+    training set as a dataset input. The final checkpoint's arrays become the trial's figures and
+    collapse.npz artifacts. Used by the study driver's Tune callback (ncstudy.study.trial_runs) and
+    by `ncstudy train`; imports no Ray."""
 
     def __init__(self, uri: str, run_id: str, data: Mapping[str, Any] | None = None):
         self.uri = uri
@@ -339,17 +415,18 @@ class TrialRunLog:
         self._last_step: int | None = None  # the last epoch the run holds metrics for
 
     def log_report(self, values: Mapping[str, Any]) -> None:
-        step = int(values.get("epoch", 0))
-        strings = {k: v for k, v in values.items() if isinstance(v, str)}
-        new_params = {k: v for k, v in strings.items() if k not in SESSION_STRINGS and k not in self._logged_params}
-        session = {k: v for k, v in strings.items() if k in SESSION_STRINGS}
+        step = int(values.get(EPOCH, 0))
+        constant = {k: v for k, v in values.items() if (k in CONSTANTS or isinstance(v, str)) and k not in SESSION_STRINGS}
+        new_params = {k: v for k, v in constant.items() if k not in self._logged_params}
+        session = {k: v for k, v in values.items() if k in SESSION_STRINGS}
+        moving = {k: v for k, v in values.items() if k not in constant and k not in session and k != EPOCH}
         client = MlflowClient(tracking_uri=self.uri)
         if self._last_step is None:  # a resumed trial's run may hold epochs already
             self._last_step = logged_epochs(client, self.run_id)
         repeated = step <= self._last_step  # a restored trial repeats its checkpoint's epoch (ncstudy.study.train_worker)
         self._last_step = max(self._last_step, step)
         client.log_batch(
-            self.run_id, metrics=[] if repeated else _metrics(values, step), params=_params(new_params), tags=_tags(session)
+            self.run_id, metrics=[] if repeated else _metrics(moving, step), params=_params(new_params), tags=_tags(session)
         )
         self._logged_params.update(new_params)
         if self.data is not None and not self._logged_dataset and "data_fingerprint" in values:
@@ -390,11 +467,12 @@ def log_dataset_input(client: MlflowClient, run_id: str, dataset: DatasetInput, 
 
 
 def logged_epochs(client: MlflowClient, run_id: str) -> int:
-    """The last epoch whose metrics the run holds (-1 for none), read from the `epoch` metric itself.
-    Not from a tag written with it: MLflow's SQL store commits a batch's metrics and its tags in
-    separate transactions, so a driver killed between them (Ctrl-C) left metrics without the tag,
-    and the resumed trial logged that epoch a second time."""
-    return int(max((metric.step for metric in client.get_metric_history(run_id, "epoch")), default=-1))
+    """The last epoch whose metrics the run holds (-1 for none): the largest step of its metrics,
+    which MLflow's SQL store commits in one transaction per batch. Not from a tag written with them:
+    the store commits a batch's tags in a separate transaction, so a driver killed between the two
+    (Ctrl-C) left metrics without the tag, and the resumed trial logged that epoch a second time."""
+    keys = client.get_run(run_id).data.metrics
+    return int(max((metric.step for key in keys for metric in client.get_metric_history(run_id, key)), default=-1))
 
 
 def run_status(failed: bool) -> str:

@@ -10,9 +10,10 @@ system from a worker node. Both paths report through Tune (a single-worker trial
 multi-worker trial's rank 0 through TuneReportCallback), so both are logged here alike.
 
 - `on_trial_start`: the trial's child run under the study's parent run, created, or reopened when
-  the trial resumes (ncstudy.study.tracking.StudyTracker.start_trial).
-- `on_trial_result`: the report as metrics at step = epoch (ncstudy.study.tracking.TrialRunLog; a
-  restored trial's repeated epochs are logged once).
+  the trial resumes (ncstudy.study.tracking.StudyTracker.start_trial), named by its sampled values
+  in short (`trial_run_name`), with them at full precision as its description (`trial_description`).
+- `on_trial_result`: the report's moving values as metrics at step = epoch, its constants as params
+  (ncstudy.study.tracking.TrialRunLog; a restored trial's repeated epochs are logged once).
 - `on_trial_complete`: the trial's figures, drawn here from its final checkpoint's collapse.npz
   (the report side draws, never the trial), and that file, then FINISHED. `on_trial_error`: FAILED.
   Trials the study leaves unfinished are closed by the driver when the search ends
@@ -34,7 +35,7 @@ from ray.tune import Callback
 from ncstudy.config import StudyConfig, load_study, with_params
 from ncstudy.outputs.results import TUNE_BOOKKEEPING, checkpoint_folder
 from ncstudy.outputs.study_folder import read_tracking, study_paths
-from ncstudy.study.tracking import StudyTracker, TrialRunLog, flatten, study_tracker, trial_run_name
+from ncstudy.study.tracking import StudyTracker, TrialRunLog, flatten, study_tracker, trial_description, trial_run_name
 
 # What Tune adds to a trial's report, and the checkpoint path a multi-worker trial's report carries
 # (ray.tune.integration.ray_train): none of it is the trial's measurement.
@@ -68,7 +69,8 @@ class TrialRuns(Callback):
             config = with_params(study, params)
             tree = config.model_dump(mode="json")
             name = trial_run_name(params, trial.trial_id, several_seeds=len(config.search.seed_list) > 1)
-            run_id = tracker.start_trial(parent_run_id, config.name, trial.trial_id, flatten(tree), name)
+            description = trial_description(params, trial.trial_id)
+            run_id = tracker.start_trial(parent_run_id, config.name, trial.trial_id, flatten(tree), name, description)
             self._logs[trial.trial_id] = TrialRunLog(tracker.uri, run_id, tree["data"])
         return self._logs[trial.trial_id]
 
