@@ -3,8 +3,8 @@
 The copy keeps what the study's rows mean and shrinks what only costs time:
 
 - epochs: at most SMOKE_EPOCHS, and every epoch-indexed setting scaled in proportion (warm-up,
-  milestones, DRW's epoch, the regularizers' start, cRT's epochs, `metrics.every`, ASHA's grace
-  period), wherever it is set: the base config, the search space, the variants, the strata. A point
+  milestones, DRW's epoch, the regularizers' start, cRT's epochs, ASHA's grace period; NC measured
+  every half of the run, so twice), wherever it is set: the base config, the search space, the variants, the strata. A point
   that was before the last epoch stays before it, and one that was not 0 stays above 0, so a
   "DRW" row still switches DRW on and a "+ L_B @100" row still starts L_B late (ncstudy.terms
   refuses rows that would not);
@@ -107,6 +107,9 @@ def smoke_name(name: str) -> str:
 
 
 def _scale_epochs(tree: dict, scale: EpochScale) -> None:
+    """The epochs and every epoch-indexed setting; NC and test accuracy measured at least twice but
+    not every epoch (a measurement passes over the training and test images: in a 4-epoch copy it
+    would cost as much as the training)."""
     tree["train"]["epochs"] = scale.new
     for key in (*EPOCH_POINTS, *EPOCH_LISTS, *EPOCH_PERIODS):
         try:
@@ -114,6 +117,8 @@ def _scale_epochs(tree: dict, scale: EpochScale) -> None:
         except KeyError:  # search.asha is null
             continue
         set_dotted(tree, key, scale.value(key, value))
+    if tree["metrics"]["every"] and scale.new != scale.old:
+        tree["metrics"]["every"] = max(tree["metrics"]["every"], scale.new // 2)
 
 
 def _shrink_data(data: dict) -> None:

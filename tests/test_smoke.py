@@ -51,6 +51,8 @@ def test_every_shipped_study_has_a_valid_smoke_copy_that_fits_a_laptop(path):
         assert 0 < study.loss.drw_epoch < study.train.epochs
     if full.regularizer.start_epoch:
         assert 0 < study.regularizer.start_epoch < study.train.epochs
+    if full.metrics.every:  # NC over epochs: measured twice, at half and at the end
+        assert study.metrics.every == study.train.epochs // 2
     assert all(key in read.smoke for key in ("name", "train.epochs"))
 
 
