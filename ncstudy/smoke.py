@@ -11,8 +11,9 @@ The copy keeps what the study's rows mean and shrinks what only costs time:
 - data: the largest class at most SMOKE_N_MAX training images (the long-tailed profile kept;
   frequency thresholds scaled with it where the full size is known), validation and test images
   capped at SMOKE_EVAL_PER_CLASS per class, file-list images at most SMOKE_IMAGE_SIZE pixels;
-- configurations: at most SMOKE_SAMPLES per stratum for optuna and random searches, the first
-  training seed only; every variant and every stratum is kept (each row of the study still runs);
+- configurations: at most SMOKE_SAMPLES for optuna and random searches, one per stratum where
+  strata split the search, the first training seed only; every variant and every stratum is kept
+  (each row of the study still runs);
 - resources, when Ray would be local (ncstudy.machine): no GPU asked for where none is visible,
   at most as many workers as cores and one CPU each, trials at once fitted to the cores, and
   without a GPU no torch.compile and no DataLoader processes for a file list.
@@ -141,8 +142,8 @@ def _shrink_data(data: dict) -> None:
 
 
 def _shrink_search(search: dict, scale: EpochScale) -> None:
-    if search["algorithm"] != "grid":
-        search["num_samples"] = min(search["num_samples"], SMOKE_SAMPLES)
+    if search["algorithm"] != "grid":  # strata multiply the configurations already: one in each
+        search["num_samples"] = min(search["num_samples"], 1 if search["strata"] else SMOKE_SAMPLES)
     if search["seeds"]:
         search["seeds"] = search["seeds"][:1]
     for key, entry in search["space"].items():
