@@ -131,8 +131,7 @@ def _shrink_data(data: dict) -> None:
     n_max = min(full or SMOKE_N_MAX, SMOKE_N_MAX)
     data["imbalance"]["n_max"] = n_max
     split = data["shot_split"]
-    threshold_rule = split["rule"] == "threshold" or (split["rule"] is None and data["dataset"] != "cifar10")
-    if full and n_max < full and threshold_rule:
+    if full and n_max < full and split["rule"] == "threshold":
         split["many_gt"] = max(1, math.floor(split["many_gt"] * n_max / full))
         split["few_lt"] = max(1, math.ceil(split["few_lt"] * n_max / full))
     data["eval_per_class"] = min(data["eval_per_class"] or SMOKE_EVAL_PER_CLASS, SMOKE_EVAL_PER_CLASS)
