@@ -220,3 +220,34 @@ def test_the_report_draws_the_baseline_beside_the_best_titled_by_configuration(d
     report = (folder / "report.md").read_text()
     assert "measured NC once per trial (epoch 12 of 12), so it has no figures over epochs" in report
     assert not (folder / "figures" / "nc1_over_epochs.png").exists()
+
+
+def test_an_ablation_grid_s_baseline_is_the_one_on_the_best_s_ratio(drawn, tmp_path):
+    """Variants x a grid of ratios (the Table 7 ablation): two configurations train no term (CE at
+    r=10 and r=100); the heatmap's baseline is the one trained on the best's ratio (fails when the
+    baseline was looked for across ratios: none was unique, and the best was drawn alone)."""
+    import yaml
+
+    from ncstudy.config import load_study
+    from ncstudy.outputs.report import build_report
+
+    quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+    variants = "search.variants={CE: {regularizer.lambda_within: 0.0, regularizer.lambda_between: 0.0}, NC: {}}"
+    ratios = "search.space={data.imbalance.ratio: {type: grid, values: [10, 100]}}"
+    study = load_study(quickstart, ["name=grid2", "search.algorithm=grid", ratios, variants])
+    folder = tmp_path / "grid2"
+    folder.mkdir()
+    (folder / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    counts = [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]
+    cases = [("CE", 10, 0.6), ("NC", 10, 0.7), ("CE", 100, 0.4), ("NC", 100, 0.45)]
+    rows = [{"trial_id": f"ab_{i}", "status": "finished", "param.variant": variant, "param.data.imbalance.ratio": ratio,
+             "val_acc_all": score, "test_acc_all": 0.5, "test_acc_many": 0.5, "test_acc_medium": 0.5,
+             "test_acc_few": 0.5, "train_nc1": 0.3,
+             "checkpoint_path": _collapse_folder(tmp_path / f"t{i}", 50.0 + 10 * i, counts)}
+            for i, (variant, ratio, score) in enumerate(cases)]  # fmt: skip
+    pd.DataFrame(rows).to_parquet(folder / "trials.parquet")
+    pd.DataFrame([{"trial_id": r["trial_id"], "epoch": 12, "train_nc1": 0.3} for r in rows]).to_parquet(folder / "epochs.parquet")
+    build_report(["grid2"], tmp_path)
+    angles = next(f for f in drawn if any(axes.get_title().startswith("best") for axes in f.axes))
+    titles = [axes.get_title() for axes in angles.axes if axes.images and axes.get_title()]
+    assert len(titles) == 2 and titles[0].startswith("baseline: CE") and "10" in titles[0] and "100" not in titles[0], titles

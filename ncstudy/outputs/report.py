@@ -18,7 +18,8 @@ metric; where the baseline is the best, the best of the others), each the mean o
 configuration's trials (seeds), titled by its role and the configuration's label, the classes named
 (`class_names`). The baseline is the configuration --baseline names, else the one
 configuration that trained no regularizer term (lambda_W = lambda_B = lambda_center = 0, e.g. an
-ablation's CE or CE-DRW variant), taken within the best's stratum; where there is none (a search over
+ablation's CE or CE-DRW variant), taken on the best's task (its stratum and data settings, such as an
+ablation's imbalance ratio); where there is none (a search over
 the weights alone) the best is drawn alone: the worst configuration of a search is no baseline, it
 differs from the best in whatever the search varied, not in whether the terms act.
 """
@@ -322,17 +323,21 @@ def _trains_no_term(config: StudyConfig, row: pd.Series) -> bool:
     return r.lambda_within == r.lambda_between == r.lambda_center == 0
 
 
-def _same_stratum(study: StudyResults, labels: pd.Series, label: str) -> np.ndarray:
-    """Which finished trials are in the stratum of the configuration `label` (all, without strata)."""
+def _same_task(study: StudyResults, labels: pd.Series, label: str) -> np.ndarray:
+    """Which finished trials are in the stratum of the configuration `label` and trained on its data
+    settings (an ablation's grid of imbalance ratios): the trials a baseline is compared with."""
     finished = study.finished
     inside = np.ones(len(finished), dtype=bool)
-    for column in (c for c in study.strata if c in finished):
+    data_columns = [c for c in finished.columns if c.startswith("param.data.")]
+    for column in dict.fromkeys([*study.strata, *data_columns]):
+        if column not in finished:
+            continue
         inside &= (finished[column] == finished.loc[labels == label, column].iloc[0]).to_numpy()
     return inside
 
 
 def _baseline_label(study: StudyResults, labels: pd.Series, best: str, baseline: str | None) -> str | None:
-    """The label of the baseline configuration in the best's stratum (module docstring): --baseline's,
+    """The label of the baseline configuration on the best's task (`_same_task`): --baseline's,
     else the one that trains no term; None unless exactly one configuration is such."""
     finished = study.finished
     if baseline:
@@ -342,7 +347,7 @@ def _baseline_label(study: StudyResults, labels: pd.Series, best: str, baseline:
         chosen = np.logical_and.reduce([(finished[c] == v).to_numpy() for c, v in wanted.items()])
     else:
         chosen = np.array([_trains_no_term(study.config, row) for _, row in finished[study.by].iterrows()], dtype=bool)
-    found = labels[chosen & _same_stratum(study, labels, best)].unique()
+    found = labels[chosen & _same_task(study, labels, best)].unique()
     return found[0] if len(found) == 1 else None
 
 
@@ -356,7 +361,7 @@ def _angle_panels(study: StudyResults, labels: pd.Series, ranked: list[str], bas
         return [("best", best)]
     if base != best:
         return [("baseline", base), ("best", best)]
-    in_stratum = set(labels[_same_stratum(study, labels, best)])
+    in_stratum = set(labels[_same_task(study, labels, best)])
     others = [label for label in ranked if label != base and label in in_stratum]
     return [("baseline and best", base)] + [("best besides the baseline", label) for label in others[:1]]
 
