@@ -121,5 +121,6 @@ def test_a_shipped_study_runs_with_smoke_alone(file, data_root, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name(study.tracking.experiment or study.name).experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * (planned + 1)
     report = (folder / "report.md").read_text()
+    assert f"A `--smoke` copy of `{name}`" in report  # never mistaken for results
     if study.search.variants:  # the ablation table shows the variant names as written
         assert all(f"| {variant} |" in report for variant in study.search.variants), report

@@ -26,6 +26,7 @@ differs from the best in whatever the search varied, not in whether the terms ac
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmaps, best_by_s
 from ncstudy.outputs.formatting import value_text
 from ncstudy.outputs.results import read_experiment, write_text
 from ncstudy.outputs.commands import ncstudy_command, no_study_error
+from ncstudy.smoke import SMOKE_FILE
 from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
 from ncstudy.outputs.tables import (
     NC_GROUP_COLUMNS, Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown,
@@ -477,6 +479,10 @@ def _study_section(study: StudyResults, tables: dict, baseline: str | None = Non
     finished, everything = study.finished, study.trials
     search = study.config.search
     lines = [f"## Study `{study.name}`", ""]
+    if (study.folder / SMOKE_FILE).exists():  # written by `run --smoke` (ncstudy.smoke)
+        copy_of = json.loads((study.folder / SMOKE_FILE).read_text()).get("copy_of", "a study")
+        lines += [f"**A `--smoke` copy of `{copy_of}`**: fewer epochs, images and configurations (what changed: "
+                  f"`{SMOKE_FILE}`); it shows that every part runs, its numbers are not results.", ""]  # fmt: skip
     lines.append(
         f"{len(finished)} trials finished of {len(everything)} started. Objective: `{search.metric}` ({search.mode}) on "
         "the validation split; the accuracy columns are on the test set, in percent, mean ± std over seeds where a "
