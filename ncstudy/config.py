@@ -48,7 +48,9 @@ class ImbalanceConfig(Strict):
         "exp", description="class counts: exp = n_max * (1/ratio)^(i/(C-1)) (LDAM-DRW); step = two levels, n_max and n_max / ratio"
     )
     minority_fraction: float = Field(0.5, ge=0, le=1, description="step profile: share of minority classes")
-    n_max: int | None = Field(None, ge=1, description="images of the largest class; null = the smallest class's pool")
+    n_max: int | None = Field(
+        None, ge=1, description="images of the largest class; null = the smallest class's pool (a file list: as listed; below it, every class shrinks in proportion)"
+    )
 
 
 class ShotSplitConfig(Strict):

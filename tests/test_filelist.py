@@ -51,6 +51,17 @@ def test_lists_define_the_splits_and_never_overlap(image_folder):
     assert data.groups == {"many": [], "medium": [], "few": [0, 1, 2]}  # threshold rule: all below 20
 
 
+def test_n_max_shrinks_a_list_in_proportion_and_eval_per_class_caps_val_and_test(image_folder):
+    """What --smoke sets (ncstudy.smoke): the listed profile 12/6/3 at n_max 4 is 4/2/1 (each class
+    keeps one at least), drawn with the data seed; at most 2 listed validation and test images a class."""
+    data = build_data(study(image_folder, imbalance={"n_max": 4}, eval_per_class=2).data)
+    assert data.train_counts == [4, 2, 1]
+    assert np.bincount(data.test.labels).tolist() == [2, 2, 2] and np.bincount(data.val.labels).tolist() == [2, 2, 2]
+    again = build_data(study(image_folder, imbalance={"n_max": 4}, eval_per_class=2).data)
+    assert again.train.paths == data.train.paths and again.fingerprint == data.fingerprint
+    assert set(data.train.paths) <= set(build_data(study(image_folder).data).train.paths)
+
+
 def test_streamed_batches_train_and_evaluate(image_folder):
     config = study(image_folder)
     data = build_data(config.data)
