@@ -20,6 +20,7 @@ BENCHMARKS = {
     "memory": [],
     "search_efficiency": ["--trials", "12", "--epochs", "12", "--seeds", "5", "--asha"],
     "nc_metrics": ["--repeats", "3"],
+    "validation_scaling": [],
 }
 # --quick: an estimated 7-8 minutes in all on 2 quiet cores (loader ~20 s, train_step ~40 s, regularizer ~35 s,
 # ray_overhead ~45 s, concurrency ~1.5 min, memory ~2 min, search_efficiency ~1.5 min); the full set an
@@ -33,6 +34,7 @@ QUICK = {
     "memory": ["--scenarios", "quickstart", "cifar", "cifar2", "--quick-epochs", "4", "--cifar-n-max", "500"],
     "search_efficiency": ["--trials", "8", "--epochs", "4", "--seeds", "5", "--asha"],
     "nc_metrics": ["--repeats", "2"],
+    "validation_scaling": ["--variants", "100", "1000"],
 }
 # benchmarks/gpu.py is not listed: it is run once on a GPU machine (python -m benchmarks.gpu).
 

@@ -15,7 +15,6 @@ cannot store, and conditions (`when`) that name no setting or can never hold.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import re
@@ -407,9 +406,11 @@ def check_study_name(name: str) -> str:
     return name
 
 
-def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted_key: str, value: Any, copy_path: bool = False) -> None:
     """Set `a.b.c` in a nested dict, creating the intermediate mappings. A key that holds dots itself
-    (the space entry of `search.space.regularizer.lambda_within.high`) is matched whole where it exists."""
+    (the space entry of `search.space.regularizer.lambda_within.high`) is matched whole where it exists.
+    With `copy_path`, each mapping below `tree` on the way is replaced by a copy first, so a tree that
+    shares them with another (`_with_settings`) changes alone."""
     node, rest = tree, dotted_key
     while "." in rest and rest not in node:
         part = _first_key(node, rest)
@@ -418,6 +419,8 @@ def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             raise StudyError(f"{dotted_key}: {part} is not a section")
+        if copy_path:
+            child = node[part] = dict(child)
         node, rest = child, rest[len(part) + 1 :]
     node[rest] = value
 
@@ -481,16 +484,16 @@ def validate_space(study: StudyConfig, source: str = "study") -> None:
     and be able to hold. Every entry is checked, and all that are refused are named at once (a line
     each); the combinations are checked once every entry passes alone."""
     tree = study.model_dump(mode="json")
-    checks = [partial(_check_variant, tree, f"{source}: search.variants.{name}", bundle)
+    checks = [partial(_check_variant, study, tree, f"{source}: search.variants.{name}", bundle)
               for name, bundle in study.search.variants.items()]  # fmt: skip
     for key, param in study.search.space.items():
         where = f"{source}: search.space.{key}"
-        checks.append(partial(_check_space_entry, tree, where, key, param))
+        checks.append(partial(_check_space_entry, study, tree, where, key, param))
         for setting, value in (param.when or {}).items():
             checks.append(partial(_check_condition, study, tree, f"{where}.when.{setting}", key, setting, value))
     for key, values in study.search.strata.items():
         choice = Choice(type="choice", values=list(values))
-        checks.append(partial(_check_space_entry, tree, f"{source}: search.strata.{key}", key, choice))
+        checks.append(partial(_check_space_entry, study, tree, f"{source}: search.strata.{key}", key, choice))
     refused = []
     for check in checks:
         try:
@@ -527,21 +530,18 @@ def _check_combinations(study: StudyConfig, tree: dict, source: str) -> None:
 
 
 def _check_product(study: StudyConfig, tree: dict, source: str, dims: list[tuple[str, str, list[Any]]]) -> None:
-    """Validate each variant (or the base) with each combination of `dims` (label, key, candidates)."""
+    """Validate each variant (or the base) with each combination of `dims` (label, key, candidates).
+    Each variant has passed `_check_variant`, so its validated config is the base of its combinations."""
     variants = [("", {})] + [(f" with search.variants.{n}", b) for n, b in study.search.variants.items()]
     size = math.prod(len(candidates) for _, _, candidates in dims)
     groups = [dims] if size * len(variants) <= COMBINATION_LIMIT else list(itertools.combinations(dims, 2))
     for variant_label, bundle in variants:
-        variant_tree = copy.deepcopy(tree)
-        for key, value in bundle.items():
-            set_dotted(variant_tree, key, value)
+        variant = _validated(study, tree, bundle)
+        variant_tree = _with_settings(tree, bundle)
         for group in groups:
             for values in itertools.product(*(candidates for _, _, candidates in group)):
-                candidate = copy.deepcopy(variant_tree)
-                for (_, key, _), value in zip(group, values):
-                    set_dotted(candidate, key, value)
                 try:
-                    StudyConfig.model_validate(candidate)
+                    _validated(variant, variant_tree, {key: value for (_, key, _), value in zip(group, values)})
                 except ValidationError as exc:
                     meeting = " with ".join(
                         f"{label} {excerpt(value)}" for (label, key, _), value in zip(group, values)
@@ -559,26 +559,52 @@ def _require_setting(tree: dict, where: str, key: str) -> None:
         raise StudyError(f"{where}: names a section, not a setting")
 
 
-def _check_variant(tree: dict, where: str, bundle: dict[str, Any]) -> None:
-    candidate = copy.deepcopy(tree)
-    for key, value in bundle.items():
+def _validated(study: StudyConfig, tree: dict, settings: dict[str, Any]) -> StudyConfig:
+    """`study` (whose dump is `tree`) with dotted `settings` set, validated, or a ValidationError.
+
+    Only the sections the settings are in are validated again; every other section is passed as the
+    study's own validated model, which pydantic takes as it is (revalidate_instances 'never', its
+    default), while the study's cross-section rules still run on the whole. A check then costs the
+    size of what it changes, not of the study: `search` holds every variant, and copying and
+    validating it for each variant and combination made validation quadratic in their number.
+    Pydantic still runs a passed model's own after-validators, and search's compare the strata and
+    seeds with every variant, so it goes without them: those rules held for this study, and fewer
+    variants cannot break them. The outcome is the same; a setting in `search` brings that section
+    from `tree`, variants and all."""
+    unchanged = {name: getattr(study, name) for name in StudyConfig.model_fields}
+    if study.search.variants:
+        unchanged["search"] = study.search.model_copy(update={"variants": {}})
+    changed = _with_settings(tree, settings)
+    sections = {key.split(".")[0] for key in settings}
+    return StudyConfig.model_validate({**unchanged, **{name: changed[name] for name in sections}})
+
+
+def _with_settings(tree: dict, settings: dict[str, Any]) -> dict:
+    """`tree` with dotted `settings` set, leaving `tree` as it is: only the mappings on the settings'
+    paths are copied, all else is shared (nothing changes a list or a value of the tree), a fraction
+    of a deep copy's cost, which is paid once per variant and combination."""
+    changed = dict(tree)
+    for key, value in settings.items():
+        set_dotted(changed, key, value, copy_path=True)
+    return changed
+
+
+def _check_variant(study: StudyConfig, tree: dict, where: str, bundle: dict[str, Any]) -> None:
+    for key in bundle:
         _require_setting(tree, f"{where}.{key}", key)
-        set_dotted(candidate, key, value)
     try:
-        StudyConfig.model_validate(candidate)
+        _validated(study, tree, bundle)
     except ValidationError as exc:
         raise StudyError(f"{where}: {_describe(exc)}") from None
 
 
-def _check_space_entry(tree: dict, where: str, key: str, param: SpaceParam) -> None:
+def _check_space_entry(study: StudyConfig, tree: dict, where: str, key: str, param: SpaceParam) -> None:
     _require_setting(tree, where, key)
     if isinstance(param, (LogUniform, Uniform)) and _is_integer_setting(key):
         raise StudyError(f"{where}: an integer setting; use type int ({param.type} draws fractions)")
     for value in space_candidates(param):
-        candidate = copy.deepcopy(tree)
-        set_dotted(candidate, key, value)
         try:
-            StudyConfig.model_validate(candidate)
+            _validated(study, tree, {key: value})
         except ValidationError as exc:
             raise StudyError(f"{where}: value {excerpt(value)} is invalid: {_describe(exc)}") from None
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ncstudy.config import check_study_name, dump_yaml, load_study, with_params
+from ncstudy.config import SearchConfig, StudyConfig, check_study_name, dump_yaml, load_study, with_params
 from ncstudy.errors import StudyError, excerpt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,29 @@ def test_with_params_applies_dotted_values():
     assert trial.regularizer.lambda_within == 0.05 and trial.data.imbalance.ratio == 50
     assert study.regularizer.lambda_within == 0.01  # the base is untouched
     assert "lambda_within: 0.05" in dump_yaml(trial)
+
+
+def test_checking_each_variant_and_combination_validates_no_other_variant(tmp_path, monkeypatch):
+    """A variant's or a combination's check validates one trial's settings, not the whole study with
+    every variant in it: that made validation quadratic in the variants (1,000 took minutes; issue 22).
+    Counted, not timed: how many variants each validation is given, the study's own included."""
+    validate, given = StudyConfig.model_validate.__func__, []
+
+    def counting(cls, data, *args, **kwargs):
+        search = data.get("search", {})
+        given.append(len(search.variants if isinstance(search, SearchConfig) else search.get("variants", {})))
+        return validate(cls, data, *args, **kwargs)
+
+    monkeypatch.setattr(StudyConfig, "model_validate", classmethod(counting))
+    count = 2000
+    variants = "".join(f"    v{i}: {{train.lr: {0.01 + i * 1e-6:.6f}}}\n" for i in range(count))
+    study = write(tmp_path, "name: many\nsearch:\n  algorithm: grid\n  space:\n"
+                            "    train.epochs: {type: grid, values: [8, 12]}\n"
+                            "    regularizer.start_epoch: {type: grid, values: [0, 4]}\n"
+                            f"  variants:\n{variants}")  # fmt: skip
+    assert len(load_study(study).search.variants) == count
+    assert len(given) > 5 * count  # each variant alone, then with each of the 4 combinations
+    assert sum(given) <= 2 * count  # the study's own validation; no check is given the other variants again
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
