@@ -1,10 +1,12 @@
 """`python -m ncstudy report NAME [NAME ...]`: the tables and figures a long-tailed paper needs.
 
 Reads each study's trials from Ray Tune's experiment folder (ncstudy.outputs.results), so it works on a study
-that is still running or was cut short (unfinished trials are listed, not averaged). Configurations
-are the trials' searched parameters without the training seed; over seeds a configuration is shown
-as mean ± std (ncstudy.outputs.tables). Writes, under RESULTS/NAME (or RESULTS/report-NAME1-NAME2 for
-several studies): report.md, tables/*.md|tex|csv and figures/*.png.
+that is still running or was cut short (unfinished trials are listed, not averaged). Beside a
+running study (`driver_alive`) the report says it is a snapshot, and lists the trials that have not
+ended as running, not interrupted. Configurations are the trials' searched parameters without the
+training seed; over seeds a configuration is shown as mean ± std (ncstudy.outputs.tables). Writes,
+under RESULTS/NAME (or RESULTS/report-NAME1-NAME2 for several studies): report.md, tables/*.md|tex|csv
+and figures/*.png.
 
 A study with strata (search.strata, e.g. one search per imbalance ratio) also gets the best
 configuration per stratum, chosen by the search's metric and mode within the stratum (table
@@ -26,7 +28,10 @@ differs from the best in whatever the search varied, not in whether the terms ac
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,7 @@ from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmaps, best_by_s
 from ncstudy.outputs.formatting import value_text
 from ncstudy.outputs.results import read_experiment, write_text
 from ncstudy.outputs.commands import ncstudy_command, no_study_error
+from ncstudy.outputs.study_folder import LOCK_FILE
 from ncstudy.smoke import SMOKE_FILE
 from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
 from ncstudy.outputs.tables import (
@@ -67,6 +73,7 @@ class StudyResults:
     config: StudyConfig
     trials: pd.DataFrame  # every trial, with status
     epochs: pd.DataFrame
+    running: bool = False  # a driver is running the study now (`driver_alive`): this is a snapshot
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -91,13 +98,45 @@ class StudyResults:
         return best_per_stratum(finished, self.strata, self.by, search.metric, higher_is_better=search.mode == "max")
 
 
+def driver_alive(folder: Path) -> bool:
+    """Whether a driver in another process is running the study in `folder` now: it holds the
+    study's lock (ncstudy.outputs.study_folder.StudyLock), so a shared flock cannot be had, the test
+    of StudyLock.refuse_if_held. The lock decides, not state.json: a driver killed outright leaves
+    state.json saying running, while the kernel releases its lock. A driver's own report at the end
+    of its search (Tune's loop is over; the lock is its own) is no report beside a running study:
+    the lock file names the holder (`_holds_lock`)."""
+    lock = folder / LOCK_FILE
+    try:
+        descriptor = os.open(lock, os.O_RDONLY)
+    except OSError:  # no lock file: no driver has worked here (or a copied folder)
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return not _holds_lock(lock)
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def _holds_lock(lock: Path) -> bool:
+    """Whether the lock file names this process as its holder (StudyLock writes pid and host). One
+    that does not parse is being written by a driver taking the lock now: another process."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(holder, dict) and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+
+
 def load_results(results: Path, name: str) -> StudyResults:
     folder = results / check_study_name(name)
     if not (folder / "study.yaml").exists():
         raise no_study_error(name, results)
     config = load_study(folder / "study.yaml")
     total_epochs = config.train.total_epochs
-    trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs)
+    running = driver_alive(folder)
+    trials, epochs = read_experiment(folder / "ray" / "tune", total_epochs, running)
     if trials.empty and (folder / "trials.parquet").exists():  # a copied study without Ray's folder
         written = pd.read_parquet(folder / "trials.parquet")
         if "acc_all" in written and "test_acc_all" not in written:
@@ -110,7 +149,7 @@ def load_results(results: Path, name: str) -> StudyResults:
         epochs = pd.read_parquet(folder / "epochs.parquet") if (folder / "epochs.parquet").exists() else pd.DataFrame()
     if len(trials) and RATIO not in trials:
         trials[RATIO] = config.data.imbalance.ratio  # a fixed ratio still names the ablation column
-    return StudyResults(name, folder, config, trials, epochs)
+    return StudyResults(name, folder, config, trials, epochs, running)
 
 
 def _labels(study: StudyResults) -> pd.Series:
@@ -479,6 +518,10 @@ def _study_section(study: StudyResults, tables: dict, baseline: str | None = Non
     finished, everything = study.finished, study.trials
     search = study.config.search
     lines = [f"## Study `{study.name}`", ""]
+    if study.running:
+        lines += ["**Running now**: a driver is working on this study, so this report is a snapshot of the trials "
+                  "written so far; the running trials are listed with the epochs they had reached. `report` again "
+                  "gives a later snapshot.", ""]  # fmt: skip
     if (study.folder / SMOKE_FILE).exists():  # written by `run --smoke` (ncstudy.smoke)
         copy_of = json.loads((study.folder / SMOKE_FILE).read_text()).get("copy_of", "a study")
         lines += [f"**A `--smoke` copy of `{copy_of}`**: fewer epochs, images and configurations (what changed: "
@@ -539,6 +582,7 @@ def _stratum_recipes(study: StudyResults, table: Table) -> list[str]:
 
 
 NOT_IN_TABLES = {
+    "running": "Running (epochs reached so far)",
     "stopped": "Stopped early by ASHA",
     "failed": "Failed",
     "interrupted": "Interrupted (`{resume}` continues them)",
