@@ -8,6 +8,8 @@ DataFrame or Parquet as NaN (or pandas' NA in a nullable column); "none" names t
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,3 +25,32 @@ def value_text(value: Any, digits: int = 3) -> str:
     if missing(value):
         return "none"
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_line(text: str, limit: int = 300) -> str:
+    """The last non-empty line of an error's text (a traceback's is `module.Error: message`), the
+    error's class without its module, at most `limit` characters; "" if the text has none."""
+    lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Z]\w*(?:\([\w.]*\))?: )", "", lines[-1])
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
+def trial_error_line(trial) -> str:
+    """The last line of a failed trial's error, from Tune's error.txt: the driver's copy (`error_file`,
+    written before Tune calls back), else the one in the study folder (`path`)."""
+    candidates = [getattr(trial, "error_file", None)]
+    if getattr(trial, "path", None):
+        candidates.append(Path(trial.path) / "error.txt")
+    for candidate in filter(None, candidates):
+        try:
+            line = error_line(Path(candidate).read_text(errors="replace"))
+        except OSError:
+            continue
+        if line:
+            return line
+    return "error (no message saved)"

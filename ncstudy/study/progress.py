@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from ncstudy.outputs.formatting import value_text
+from ncstudy.outputs.formatting import trial_error_line, value_text
+from ncstudy.study.console import STUDY_LOG
 
 
 def _short(key: str) -> str:
@@ -92,8 +94,12 @@ class StudyProgress(Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        """The error's last line (its class and message); the traceback Tune logs and where Tune keeps
+        the whole error go to driver.log (ncstudy.study.console)."""
         self.ended += 1
         epoch = int((trial.last_result or {}).get("epoch", 0))
-        self._say(
-            f"trial {trial.trial_id} FAILED at epoch {epoch}/{self.epochs}  (error: {trial.error_file})  {self._count()}"
-        )
+        error = trial_error_line(trial)
+        kept = Path(trial.path) / "error.txt" if getattr(trial, "path", None) else getattr(trial, "error_file", None)
+        STUDY_LOG.info("trial %s failed at epoch %d/%d: %s (the whole error: %s)", trial.trial_id, epoch, self.epochs, error, kept)
+        self._say(f"trial {trial.trial_id} FAILED at epoch {epoch}/{self.epochs}: {error}  {self._count()}")
+
