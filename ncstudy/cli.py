@@ -2,24 +2,29 @@
 
 Exit status (docs/cli.md, "Exit status"): 0 when every planned trial finished; 1 when a trial
 failed (each is listed with its error); 2 for an error a user can cause (a bad study file, an
-override, a data folder, a study folder in use), one line on stderr naming the key or file, nothing
-written; 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM / `ray job stop`).
+override, a data folder, a study folder in use, read-only, full or corrupt, a Ray address where
+nothing answers), one line on stderr naming the key or file, nothing written; 75 when the disk
+filled up (or the folder turned read-only) during the study, which `resume` continues; 128 + the
+signal when interrupted (130 Ctrl-C, 143 SIGTERM / `ray job stop`, 129 SIGHUP: the terminal closed).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 from pathlib import Path
 
-from ncstudy.errors import StudyError
+from ncstudy.errors import StorageFault, StudyError
 from ncstudy.outputs.commands import ncstudy_command
 from ncstudy.study.interrupt import INTERRUPTION
 
 EXIT_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+EXIT_STORAGE_FAULT = 75  # sysexits' EX_TEMPFAIL: stopped for now, `resume` continues once there is room
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +106,15 @@ def _report(args: argparse.Namespace) -> int:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise StudyError(f"--format: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(FORMATS)}")
-    out = build_report(args.names, args.results, formats, args.baseline)
+    try:
+        out = build_report(args.names, args.results, formats, args.baseline)
+    except OSError as error:
+        if error.errno not in UNWRITABLE:
+            raise
+        raise StudyError(
+            f"report: cannot write {error.filename or args.results} ({error.strerror}); the report is written into the "
+            "study folder: copy the folder somewhere writable and report it there (--results)"
+        ) from None
     print((out / "report.md").read_text())
     print(f"written: {out / 'report.md'}, {out / 'tables'}/, {out / 'figures'}/")
     return 0
@@ -155,8 +168,11 @@ def _quiet_libraries(verbose: bool) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ncstudy.study.driver import run_study
+    from ncstudy.study_file import refuse_searched_overrides
 
     read = _read(args)
+    for note in refuse_searched_overrides(read):
+        print(note, flush=True)
     args.name = read.study.name  # for the interruption message
     _quiet_libraries(args.verbose)
     outcome = run_study(read.study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast, smoke=read.smoke_record())
@@ -198,8 +214,11 @@ def _validate(args: argparse.Namespace) -> int:
     from ncstudy.config import dump_yaml
     from ncstudy.study.cluster import check_local_resources
     from ncstudy.study.driver import preflight
+    from ncstudy.study_file import refuse_searched_overrides
 
     read = _read(args)
+    for note in refuse_searched_overrides(read):
+        print(f"# {note}", file=sys.stderr)
     preflight(read.study)
     print(dump_yaml(read.study), end="")
     if read.bases:
@@ -261,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(error).splitlines():  # several refused settings: a line each
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except StorageFault as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_STORAGE_FAULT
     except KeyboardInterrupt:
         name = getattr(args, "name", None) or ""
         again = f"; `{ncstudy_command('resume', name, args.results)}` continues it" if name else ""

@@ -1,4 +1,5 @@
-"""The one exception a user can cause: the CLI prints its message on one line and exits with status 2."""
+"""The exceptions the CLI turns into one line: a user's bad input (exit status 2) and a storage fault
+that stopped a study (exit status 75, docs/cli.md, "Exit status")."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from typing import Any
 
 class StudyError(Exception):
     """Bad input (a study file, an override, a data folder): the message names the key or file."""
+
+
+class StorageFault(Exception):
+    """The study folder's disk filled up or became read-only while a driver worked: the study stopped
+    as an interruption, which `resume` continues once there is room (ncstudy.outputs.storage)."""
 
 
 def excerpt(value: Any, limit: int = 80) -> str:

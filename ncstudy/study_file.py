@@ -239,6 +239,7 @@ class StudyRead:
     bases: list[Path]
     smoke: dict[str, tuple[Any, Any]] | None = None
     full_name: str = ""
+    overridden: tuple[str, ...] = ()  # the keys `--set` gave, in order
 
     def smoke_record(self) -> dict | None:
         """What the study folder records of a --smoke copy (smoke.json), None for a study as written."""
@@ -259,9 +260,11 @@ def read_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
         full_name, raw = full.name, full.model_dump(mode="json")
         changes = smoke_tree(raw)
         sources.update(dict.fromkeys(changes, SMOKE))
+    overridden = []
     for text in overrides:
         key, value = parse_override(text)
         _check_override_key(key)
+        overridden.append(key)
         set_dotted(raw, key, value)  # replaces whatever was at `key`, below it or above it
         sources = {k: v for k, v in sources.items() if not (k.startswith(f"{key}.") or f"{key}.".startswith(f"{k}."))}
         sources.update(dict.fromkeys(_leaves({key: value}), OVERRIDE))
@@ -270,7 +273,46 @@ def read_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
         validate_space(study, source=str(path))
     except StudyError as error:  # `{path}: search.space.KEY...: ...`: blamed on the file that set the entry
         raise StudyError("\n".join(_blamed_space_line(line, sources, path) for line in str(error).splitlines())) from None
-    return StudyRead(with_resolved_data_paths(study), bases, changes, full_name)
+    return StudyRead(with_resolved_data_paths(study), bases, changes, full_name, tuple(dict.fromkeys(overridden)))
+
+
+def refuse_searched_overrides(read: StudyRead) -> list[str]:
+    """For `run` and `validate`: a `--set` that the search overrides in every trial is refused, a
+    line each; one it overrides in some trials only (a conditional space entry, a setting some
+    variants set) is kept, and returned as a note to print. `train` and `data describe` use the base
+    config, where such a `--set` is how to pick one value."""
+    found = [_searched_override(read.study, key) for key in read.overridden]
+    refused = [line for always, line in filter(None, found) if always]
+    if refused:
+        raise StudyError("\n".join(refused))
+    return [f"note: {line}" for _, line in filter(None, found)]
+
+
+def _searched_override(study: StudyConfig, key: str) -> tuple[bool, str] | None:
+    """Whether the search overrides a `--set` of `key` in every trial (seen: `--set
+    regularizer.lambda_within=1000` trained exactly the unchanged study), and the line saying so,
+    naming the search entry and how to fix the value there; None where the search leaves it alone."""
+
+    def covers(searched: str) -> bool:
+        return searched == key or searched.startswith(f"{key}.")
+
+    search = study.search
+    entry = next(filter(covers, search.space), None)
+    if entry is not None:
+        sometimes = f" when {search.space[entry].when}" if search.space[entry].when else ""
+        return not sometimes, (
+            f"--set {key}: the search sets {entry} per trial{sometimes} (search.space.{entry}), so this value is not used "
+            f"there; to fix it, replace the entry: --set 'search.space.{entry}={{type: choice, values: [VALUE]}}'"
+        )  # fmt: skip
+    entry = next(filter(covers, search.strata), None)
+    if entry is not None:
+        return True, f"--set {key}: {entry} is a stratum (search.strata.{entry}), so this value is not used; --set 'search.strata.{entry}=[VALUE]' runs one"
+    setting = sorted(name for name, bundle in search.variants.items() if any(map(covers, bundle)))
+    if setting:
+        every = len(setting) == len(search.variants)
+        which = "every variant sets it" if every else f"variants {', '.join(map(repr, setting))} set it"
+        return every, f"--set {key}: {which} (search.variants), so this value is not used there; change the variants instead"
+    return None
 
 
 def _validated(raw: dict, sources: dict[str, str], path: Path) -> StudyConfig:

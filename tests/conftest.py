@@ -1,8 +1,11 @@
-"""Shared fixtures: one small local Ray instance for every Ray test of the session."""
+"""Shared fixtures: one small local Ray instance for every Ray test of the session; real CIFAR-10
+tables where the data root has them; tmpfs mounts for the storage faults."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,22 @@ def cifar_parquet(tmp_path_factory):
         where = os.environ.get(DATA_ENV)
         pytest.skip(f"CIFAR-10 Parquet tables not found under ${DATA_ENV} ({where})" if where else f"${DATA_ENV} is not set")
     return folder, tmp_path_factory.mktemp("decoded")
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(size_mb, read_only) -> a fresh tmpfs folder, unmounted after the test."""
+    mounted = []
+
+    def make(size_mb: int, read_only: bool = False) -> Path:
+        folder = tmp_path / f"mnt-{uuid.uuid4().hex[:6]}"
+        folder.mkdir()
+        options = f"size={size_mb}m" + (",ro" if read_only else "")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode:
+            pytest.skip("mounting a tmpfs is not allowed here")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -8,6 +8,7 @@ import pytest
 
 import ncstudy.study.cluster as cluster
 from ncstudy.config import load_study
+from ncstudy.errors import StudyError
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
 
@@ -40,6 +41,7 @@ class FakeRay:
 def fake_ray(monkeypatch):
     fake = FakeRay()
     monkeypatch.setattr(cluster, "ray", fake)
+    monkeypatch.setattr(cluster, "unreachable", lambda address: None)  # the addresses here name no real cluster
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return fake
 
@@ -58,6 +60,30 @@ def test_a_cluster_is_joined_only_when_named(fake_ray, monkeypatch, capsys, conf
     assert cluster.init_ray(configured) is True
     assert fake_ray.calls[0]["address"] == (configured or env)
     assert f"ray: joined the cluster at {configured or env}" in capsys.readouterr().out
+
+
+def test_an_address_where_nothing_answers_is_one_line_naming_it(fake_ray, monkeypatch):
+    monkeypatch.setattr(cluster, "unreachable", lambda address: "Connection refused")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
+    with pytest.raises(StudyError, match=r"RAY_ADDRESS=10.0.0.9:6379: no Ray cluster answers there \(Connection refused\)"):
+        cluster.init_ray(None)
+    assert fake_ray.calls == []  # ray.init, which retries for minutes, is never called
+    with pytest.raises(StudyError, match="resources.address 10.0.0.9:6379: no Ray cluster"):
+        cluster.check_reachable(load_study(QUICKSTART, ["resources.address=10.0.0.9:6379"]))
+
+
+def test_unreachable_tells_a_refused_port_from_a_listening_one():
+    import socket
+
+    from ncstudy.machine import unreachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert unreachable(f"127.0.0.1:{port}") is None and unreachable(f"ray://127.0.0.1:{port}") is None
+    assert unreachable(f"127.0.0.1:{port}") is not None
+    assert unreachable("auto") is None  # Ray finds that one itself
 
 
 def test_ray_address_local_means_a_private_instance(fake_ray, monkeypatch):

@@ -36,8 +36,9 @@ def interrupted_and_resumed(
     run = start(results, log, name, samples, extra)
     try:
         wait_until(lambda: moment(folder, log), run, log, "the moment to interrupt")
-        # Ctrl-C reaches the terminal's whole process group; SIGTERM (`ray job stop`, `kill`) the driver.
-        if signum == signal.SIGINT:
+        # Ctrl-C and a closing terminal (SIGHUP) reach the terminal's whole process group; SIGTERM
+        # (`ray job stop`, `kill`) the driver.
+        if signum in (signal.SIGINT, signal.SIGHUP):
             os.killpg(run.pid, signum)
         else:
             os.kill(run.pid, signum)
@@ -150,6 +151,10 @@ def test_sigterm_mid_trial_exits_143_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_sighup_the_terminal_closing_exits_129_and_resumes(tmp_path):
+    interrupted_and_resumed(tmp_path, "sighup", after_an_epoch_of_the_second_trial, signum=signal.SIGHUP)
+
+
 def test_a_second_ctrl_c_stops_at_once_and_the_study_still_resumes(tmp_path):
     interrupted_and_resumed(tmp_path, "twice", after_an_epoch_of_the_second_trial, twice=True)
 

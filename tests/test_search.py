@@ -129,7 +129,7 @@ def test_the_optuna_objective_is_named_by_the_metric_when_created_and_when_resto
 # ------------------------------------------------------------------------------------------- strata
 
 from ncstudy.strata import optuna_study_names, strata  # noqa: E402
-from ncstudy.study.search import StratifiedSearch, searcher_and_space  # noqa: E402
+from ncstudy.study.search import StratifiedSearch, open_optuna_in, searcher_and_space  # noqa: E402
 
 RATIOS = {"data.imbalance.ratio": [10, 50, 100]}
 WEIGHTS = {
@@ -150,7 +150,7 @@ def test_strata_are_the_cartesian_product_and_multiply_the_planned_trials():
     assert strata(study()) == [{}] and optuna_study_names(study()) == ["s"]
     grid = study(algorithm="grid", strata=RATIOS, space={"regularizer.lambda_within": {"type": "grid", "values": [0, 0.01]}})
     assert planned_trials(grid) == 2 * 3
-    searcher, space, num_samples = searcher_and_space(grid, "sqlite://")
+    searcher, space, num_samples = searcher_and_space(grid)
     assert searcher is None and num_samples == 1 and space["data.imbalance.ratio"] == {"grid_search": [10, 50, 100]}
 
 
@@ -169,7 +169,8 @@ def run_stratified(searcher: StratifiedSearch, trials: int, start: int = 0, scor
 
 def stratified(tmp_path, **search) -> StratifiedSearch:
     config = study(strata=RATIOS, space=WEIGHTS, **search)
-    searcher, space, num_samples = searcher_and_space(config, f"sqlite:///{tmp_path / 'optuna.db'}")
+    open_optuna_in(tmp_path)
+    searcher, space, num_samples = searcher_and_space(config)
     assert isinstance(searcher, StratifiedSearch) and space == {} and num_samples == planned_trials(config)
     return searcher
 
@@ -249,7 +250,8 @@ def test_a_condition_may_name_a_stratum_key(tmp_path):
         strata={"loss.name": ["ce", "logit_adjusted"]},
         space={"loss.tau": {"type": "uniform", "low": 0.5, "high": 2.0, "when": {"loss.name": "logit_adjusted"}}},
     )
-    searcher, _, _ = searcher_and_space(config, f"sqlite:///{tmp_path / 'optuna.db'}")
+    open_optuna_in(tmp_path)
+    searcher, _, _ = searcher_and_space(config)
     ce, la = searcher.suggest("a"), searcher.suggest("b")
     assert ce == {"loss.name": "ce"} and set(la) == {"loss.name", "loss.tau"}
 

@@ -24,6 +24,7 @@ import yaml
 from ncstudy.errors import StudyError
 from ncstudy.outputs.commands import ncstudy_command
 from ncstudy.outputs.results import write_text
+from ncstudy.outputs.storage import RESERVE_FILE
 
 TUNE_EXPERIMENT = "tune"
 LOCK_FILE = ".lock"
@@ -218,10 +219,10 @@ def check_restart(paths: StudyPaths) -> None:
 def clear_for_restart(paths: StudyPaths) -> None:
     """Delete the previous study of this name, and only that (`check_restart`). Never follows a link
     (checked in `study_paths`; rmtree removes links inside, not their targets). The lock, held by
-    this driver, stays."""
+    this driver, stays, and so does its storage reserve (ncstudy.outputs.storage.Reserve)."""
     check_restart(paths)
     for entry in paths.folder.iterdir():
-        if entry.name == LOCK_FILE:
+        if entry.name in (LOCK_FILE, RESERVE_FILE):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)

@@ -14,7 +14,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ncstudy.config import StudyConfig
 from ncstudy.errors import StudyError
-from ncstudy.machine import cluster_address, local_cpus, local_gpus
+from ncstudy.machine import cluster_address, local_cpus, local_gpus, unreachable, where_named
+from ncstudy.study.interrupt import hangup_ignored_by_children
 
 # Settings for Ray Train V2, given to every process of the study's Ray job:
 # - Train V2 workers put each report on a queue of size 1 that the controller drains once per health
@@ -44,17 +45,45 @@ def init_ray(address: str | None, verbose: bool = False) -> bool:
         "log_to_driver": verbose,
         "runtime_env": {"env_vars": RAY_ENV},
     }
-    address = cluster_address(address)
+    configured, address = address, cluster_address(address)
     if address:
-        ray.init(address=address, **quiet)
+        _join(address, configured, quiet)
         _say_which(f"joined the cluster at {address}")
         return True
-    context = ray.init(
-        address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", **quiet
-    )
+    with hangup_ignored_by_children():  # a closing terminal stops the study, not its Ray (ncstudy.study.interrupt)
+        context = ray.init(
+            address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", **quiet
+        )
     dashboard = f"; dashboard http://{context.dashboard_url}" if context.dashboard_url else ""
     _say_which(f"a private local instance started by ncstudy{dashboard}")
     return False
+
+
+def check_reachable(study: StudyConfig) -> None:
+    """Before the data is read: a cluster address where nothing answers is one line, in seconds."""
+    address = cluster_address(study.resources.address)
+    problem = unreachable(address) if address and not ray.is_initialized() else None
+    if problem:
+        raise _unreachable_error(study.resources.address, problem)
+
+
+def _unreachable_error(configured: str | None, problem: str) -> StudyError:
+    return StudyError(
+        f"{where_named(configured)}: no Ray cluster answers there ({problem}); start one (`ray start --head`, "
+        "or `ray up` a cluster file) and give the address it prints, or name `local` for a private Ray on this machine"
+    )
+
+
+def _join(address: str, configured: str | None, settings: dict) -> None:
+    """ray.init on a cluster, or one line saying which address did not answer and what to do."""
+    problem = unreachable(address)
+    if problem is None:
+        try:
+            ray.init(address=address, **settings)
+            return
+        except ConnectionError as error:  # `auto` with no cluster here, or a port that is not Ray's
+            problem = str(error).strip().splitlines()[0] if str(error).strip() else "no Ray cluster found"
+    raise _unreachable_error(configured, problem)
 
 
 def _say_which(which: str) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import ray
 from ray import tune
@@ -23,22 +23,30 @@ from ray import tune
 from ncstudy.config import StudyConfig, check_study_name, dump_yaml, load_study, space_candidates, with_params
 from ncstudy.data.build import build_data, load_source, source_key
 from ncstudy.data.sources import Source
-from ncstudy.errors import StudyError
+from ncstudy.errors import StorageFault, StudyError
 from ncstudy.outputs.commands import ncstudy_command, no_study_error
 from ncstudy.outputs.report import build_report
 from ncstudy.smoke import SMOKE_FILE
 from ncstudy.outputs.results import ReportLog, read_experiment, write_parquet, write_text
 from ncstudy.strata import optuna_study_names, strata, stratum_slug
-from ncstudy.study.cluster import check_local_resources, check_resources, check_shared_results, init_ray
+from ncstudy.study.cluster import check_local_resources, check_reachable, check_resources, check_shared_results, init_ray
+from ncstudy.study.console import study_log
 from ncstudy.study.interrupt import INTERRUPTION
+from ncstudy.study.lost_trials import requeue_lost_trials
+from ncstudy.study.optuna_records import close_orphaned, record_resumed
 from ncstudy.study.progress import StudyProgress
-from ncstudy.study.search import planned_trials, scheduler, searcher_and_space
+from ncstudy.study.search import OPTUNA_FILE, open_optuna_in, planned_trials, scheduler, searcher_and_space
 from ncstudy.outputs.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, check_restart, clear_for_restart, is_unfinished, read_tracking,
     study_paths, write_state, write_tracking,
 )  # fmt: skip
+from ncstudy.outputs.storage import RESERVE_FILE, Reserve, check_stores, check_writable, storage_fault
+from ncstudy.outputs.study_record import check_unedited, differences, write_record
+from ncstudy.study.relocation import relocate
 from ncstudy.study.stale_checkpoints import restore_named_checkpoints
-from ncstudy.study.tracking import LOCAL_UI, TRIAL_TAG, StudyTracker, experiment_page, study_tracker
+from ncstudy.study.tracking import (
+    FOLDER_TAG, LOCAL_UI, TRIAL_TAG, StudyTracker, experiment_page, folder_tag, study_tracker,
+)  # fmt: skip
 from ncstudy.study.trial import TRIAL_DRIVER_RESOURCES, run_single_worker_trial, run_trial
 from ncstudy.study.trial_runs import TrialRuns
 
@@ -72,7 +80,8 @@ def build_tuner(
     study: StudyConfig, paths: StudyPaths, source: Source, max_concurrent: int, verbose: bool = False, fail_fast: bool = False
 ) -> tune.Tuner:
     """The Tuner for a fresh study (its parent MLflow run already recorded: TrialRuns reads it)."""
-    searcher, param_space, num_samples = searcher_and_space(study, paths.optuna_storage)
+    open_optuna_in(paths.folder)
+    searcher, param_space, num_samples = searcher_and_space(study)
     return tune.Tuner(
         _trainable(study, paths, source),
         param_space=param_space,
@@ -161,16 +170,20 @@ def _existing_study(study: StudyConfig, paths: StudyPaths, restart: bool) -> str
     """What `run` does with the study folder: "new" (empty or absent), "resume" (an unfinished run of
     this very study), "restart" (--restart over this study's folder); anything else is refused with
     one line. Asked before Ray starts, and again under the lock (another driver may have written since)."""
-    if not paths.folder.is_dir() or not any(entry.name != LOCK_FILE for entry in paths.folder.iterdir()):
+    if not paths.folder.is_dir() or not any(entry.name not in (LOCK_FILE, RESERVE_FILE) for entry in paths.folder.iterdir()):
         return "new"
     if restart:
         check_restart(paths)
         return "restart"
     if paths.config_file.exists():
-        if is_unfinished(paths) and load_study(paths.config_file) == study:
+        saved = load_study(paths.config_file)
+        if is_unfinished(paths) and saved == study:
+            check_unedited(paths, saved.model_dump(mode="json"))
             return "resume"
+        changed = differences(saved.model_dump(mode="json"), study.model_dump(mode="json"))
+        given = f"; the file given differs from the saved study ({'; '.join(changed)})" if changed else ""
         raise StudyError(
-            f"{paths.folder}: a study named {study.name!r} is already there; "
+            f"{paths.folder}: a study named {study.name!r} is already there{given}; "
             f"`{ncstudy_command('resume', study.name, paths.results)}` continues it, `run --restart` replaces it"
         )
     raise StudyError(f"{paths.folder}: holds files but no study; choose another name or move that folder away")
@@ -185,10 +198,11 @@ def run_study(
     Running an unfinished study of the same config again resumes it."""
     paths = study_paths(results, study.name)
     StudyLock.refuse_if_held(paths.folder)
-    _existing_study(study, paths, restart)
+    _check_storage(study, paths, resuming=_existing_study(study, paths, restart) == "resume")
+    check_reachable(study)
     source = preflight(study)
     max_concurrent = _start_ray(study, paths, verbose)
-    with StudyLock(paths.folder):
+    with StudyLock(paths.folder), study_log(paths.folder, verbose), _stopped_by_storage_faults(paths):
         found = _existing_study(study, paths, restart)
         if found == "resume":
             print(f"{paths.folder} holds an unfinished run of this study: resuming it (--restart starts afresh)")
@@ -196,6 +210,7 @@ def run_study(
         if found == "restart":
             clear_for_restart(paths)
         write_text(dump_yaml(study), paths.config_file)
+        write_record(paths, study.model_dump(mode="json"))
         if smoke is not None:
             write_text(json.dumps(smoke, indent=1), paths.folder / SMOKE_FILE)
         return _start_search(study, paths, source, max_concurrent, verbose, fail_fast)
@@ -219,20 +234,60 @@ def resume_study(name: str, results: Path, verbose: bool = False) -> StudyOutcom
     if not paths.config_file.exists():
         raise no_study_error(name, results)
     study = load_study(paths.config_file)
+    check_unedited(paths, study.model_dump(mode="json"))
     read_tracking(paths)  # a corrupt record fails here, before Ray starts
     StudyLock.refuse_if_held(paths.folder)
+    _check_storage(study, paths, resuming=True)
+    check_reachable(study)
     source = preflight(study)
     max_concurrent = _start_ray(study, paths, verbose)
-    with StudyLock(paths.folder):
+    with StudyLock(paths.folder), study_log(paths.folder, verbose), _stopped_by_storage_faults(paths):
         return _resume_locked(study, paths, source, max_concurrent, verbose)
+
+
+def _check_storage(study: StudyConfig, paths: StudyPaths, resuming: bool) -> None:
+    """Before Ray starts: the folder takes files and has room; the stores a resume reads are readable
+    (a corrupt one is named with the way out before any run is marked RUNNING)."""
+    check_writable(paths.folder)
+    if resuming:
+        states = sorted(paths.tune_experiment.glob("experiment_state-*.json"))[-1:]  # the one Tune restores
+        stores = [paths.folder / OPTUNA_FILE, *([] if study.tracking.uri else [paths.results / "mlflow.db"]), *states]
+        check_stores(paths.folder, paths.results, stores)
+
+
+@contextmanager
+def _stopped_by_storage_faults(paths: StudyPaths):
+    """A disk that fills up (or a folder that turns read-only) while the driver works stops the study
+    as an interruption (StorageFault, exit status 75) instead of a traceback; the reserve held
+    meanwhile is given back first, so the clean-up of `_fit_and_finish` has room."""
+    reserve = Reserve(paths.folder)
+    reserve.hold()
+    try:
+        yield
+    except Exception as error:
+        fault = storage_fault(error)
+        if fault is None:
+            raise
+        raise StorageFault(
+            f"{paths.folder}: {fault}; the study stopped and keeps what it wrote: make room (or make the folder "
+            f"writable), then `{ncstudy_command('resume', paths.name, paths.results)}` continues it"
+        ) from error
+    finally:
+        reserve.release()
 
 
 def _resume_locked(study: StudyConfig, paths: StudyPaths, source: Source, max_concurrent: int, verbose: bool) -> StudyOutcome:
     """Tune restores the experiment and the searcher's state (the Optuna storage lives in the study
     folder too); finished trials are kept, interrupted ones resume from their last checkpoint, failed
-    ones stay failed; MLflow runs the interruption left RUNNING are marked KILLED and a resumed
-    trial reopens its own. A study interrupted before Tune first saved its state ran nothing that
-    resume could continue: its search starts again under the same parent run."""
+    ones stay failed unless their process was lost (ncstudy.study.lost_trials); MLflow runs the
+    interruption left RUNNING are marked KILLED and a resumed trial reopens its own. A study
+    interrupted before Tune first saved its state ran nothing that resume could continue: its search
+    starts again under the same parent run. A copied or moved folder is first pointed at where it
+    is now (ncstudy.study.relocation)."""
+    moved = relocate(paths, default_store=not study.tracking.uri)
+    if moved:
+        print(moved, flush=True)
+    open_optuna_in(paths.folder)
     record = read_tracking(paths)
     if record is None:  # interrupted before the parent run was recorded
         return _start_search(study, paths, source, max_concurrent, verbose)
@@ -240,9 +295,12 @@ def _resume_locked(study: StudyConfig, paths: StudyPaths, source: Source, max_co
     tracker = study_tracker(study, paths.results)
     tracker.close_interrupted(parent_run_id)
     tracker.client.update_run(parent_run_id, status="RUNNING")
+    tracker.client.set_tag(parent_run_id, FOLDER_TAG, folder_tag(paths.folder))  # a copy's resume says so
     write_state(paths, "running")
     if tune.Tuner.can_restore(str(paths.tune_experiment)):
         for line in restore_named_checkpoints(paths.tune_experiment):  # a driver killed mid-save (module docstring)
+            print(f"note: {line}")
+        for line in requeue_lost_trials(paths.tune_experiment):  # a trial's process lost, not its code failing
             print(f"note: {line}")
         tuner = tune.Tuner.restore(
             str(paths.tune_experiment),
@@ -279,6 +337,11 @@ def _fit_and_finish(tuner: tune.Tuner, study: StudyConfig, paths: StudyPaths, tr
             # MlflowException. It is still the user's Ctrl-C: exit 130, state interrupted.
             _stop_interrupted(tracker, paths, parent_run_id)
             raise KeyboardInterrupt from error
+        if storage_fault(error):  # stopped like an interruption; the writes may fail again: `resume` completes them
+            Reserve(paths.folder).release()
+            with suppress(Exception):
+                _stop_interrupted(tracker, paths, parent_run_id)
+            raise
         tracker.close_interrupted(parent_run_id)
         tracker.finish(parent_run_id, "FAILED")
         write_state(paths, "failed")
@@ -298,7 +361,8 @@ def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent
     outcome = _outcome(study, paths, trials, tracker)
     trials = _close_trial_runs(tracker, parent_run_id, trials)
     if not outcome.interrupted:
-        _close_orphaned_optuna_trials(study, paths)
+        close_orphaned(study, paths.folder, paths.optuna_storage)
+        record_resumed(study, paths.folder, paths.optuna_storage, trials)
     done = trials[trials["status"].isin(["finished", "stopped"])] if len(trials) else trials
     write_parquet(done, paths.folder / "trials.parquet")
     write_parquet(epochs, paths.folder / "epochs.parquet")
@@ -346,18 +410,3 @@ def _close_trial_runs(tracker: StudyTracker, parent_run_id: str, trials: pd.Data
         if run.info.status != wanted and (trial_id in status_of or run.info.status == "RUNNING"):
             tracker.finish(run.info.run_id, wanted)
     return trials.assign(mlflow_run_id=trials["trial_id"].map(run_ids)) if len(trials) else trials
-
-
-def _close_orphaned_optuna_trials(study: StudyConfig, paths: StudyPaths) -> None:
-    """Once no trial is left to continue, an Optuna trial still RUNNING belongs to an attempt that
-    was interrupted and whose Tune trial was run again under a new id: mark it FAIL, so the Optuna
-    study (optuna-dashboard, the report's Optuna figures) holds only trials that ended."""
-    if not (paths.folder / "optuna.db").exists():
-        return
-    for name in optuna_study_names(study):  # the study's, or one per stratum
-        try:
-            optuna_study = optuna.load_study(study_name=name, storage=paths.optuna_storage)
-        except KeyError:  # no Optuna study of that name (a grid study)
-            continue
-        for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

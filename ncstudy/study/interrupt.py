@@ -1,4 +1,5 @@
-"""Ctrl-C, SIGTERM and `ray job stop` for the study driver: stop gracefully once, at once twice.
+"""Ctrl-C, SIGTERM, `ray job stop` and a closing terminal (SIGHUP) for the study driver: stop
+gracefully once, at once twice.
 
 Ray Tune's own SIGINT handler makes `Tuner.fit()` return normally after an interrupt, so the driver
 could not tell an interrupted study from a finished one (it exited 0). Here the CLI owns the
@@ -7,6 +8,12 @@ SIGTERM is recorded and, while Tune's loop runs, forwarded as SIGUSR1, which Tun
 "stop the experiment and save its state one last time"; outside that loop, and on a second signal,
 it raises KeyboardInterrupt, which ends the command at once. The exit status is 128 + the signal
 (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process that a signal ended.
+
+SIGHUP (the terminal closed, an ssh session dropped) is handled like SIGTERM, exit status 129: it
+was ending the driver with no word and leaving the study and its MLflow runs RUNNING. A terminal
+that is gone cannot be written to (EIO), so its standard streams are pointed at /dev/null first,
+and the driver's clean-up still runs to the end (what it would have printed is in the study folder:
+state.json, report.md).
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ class Interruption:
         self._installed = False
 
     def install(self) -> None:
-        """Take SIGINT and SIGTERM; called once by the CLI before any work."""
+        """Take SIGINT, SIGTERM and SIGHUP; called once by the CLI before any work."""
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        for signum in HANDLED:
+            signal.signal(signum, self._handle)
         self._installed = True
 
     def reclaim(self) -> None:
@@ -68,15 +75,47 @@ class Interruption:
         first = self.signum is None
         if first:
             self.signum = signum
+        if signum == getattr(signal, "SIGHUP", None):
+            _leave_closed_terminal()
         if first and self._tune_running and hasattr(signal, "SIGUSR1"):
-            print(
-                "\nstopping: Ray Tune saves the study's state (Ctrl-C again to stop at once)",
-                file=sys.stderr, flush=True,
-            )  # fmt: skip
+            try:
+                print(
+                    "\nstopping: Ray Tune saves the study's state (Ctrl-C again to stop at once)",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+            except OSError:  # a terminal that is gone
+                pass
             os.kill(os.getpid(), signal.SIGUSR1)
             return
         self.stopped_at_once = True
         raise KeyboardInterrupt
 
 
+@contextmanager
+def hangup_ignored_by_children():
+    """Processes started in this block ignore SIGHUP (an ignored signal stays ignored across fork and
+    exec): the private local Ray's GCS and raylet, and the workers they start, share the driver's
+    terminal and process group, and a closing terminal killed them before Tune could save the
+    study's state. The driver itself handles SIGHUP again after the block."""
+    if not hasattr(signal, "SIGHUP"):
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _leave_closed_terminal() -> None:
+    """Standard streams that are a terminal now write to /dev/null (a hung-up terminal raises EIO on
+    every write); streams redirected to a file or a pipe are kept."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for descriptor in (1, 2):
+        if os.isatty(descriptor):
+            os.dup2(null, descriptor)
+    os.close(null)
+
+
+HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 INTERRUPTION = Interruption()

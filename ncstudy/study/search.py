@@ -255,14 +255,47 @@ class StratifiedSearch(Searcher):
                 searcher.restore(str(file))
 
 
-def _optuna_searcher(study: StudyConfig, optuna_storage: str, stratum: dict[str, Any], index: int, name: str) -> Searcher:
+OPTUNA_FILE = "optuna.db"
+_study_folder: Path | None = None  # the folder whose optuna.db this driver's searchers use (open_optuna_in)
+
+
+def open_optuna_in(folder: Path) -> None:
+    """Every `StudyOptunaStorage` this process creates or unpickles from now on opens FOLDER/optuna.db.
+    Called by the driver before it builds or restores a Tuner: one driver works on one study folder."""
+    global _study_folder
+    _study_folder = folder
+
+
+class StudyOptunaStorage(optuna.storages.RDBStorage):
+    """The Optuna storage of the study folder the driver works on, wherever that folder now is.
+
+    Tune pickles the searcher (tuner.pkl, searcher-state-*.pkl) and Optuna's RDBStorage pickles its
+    URL, an absolute path: a resume of a copied results folder then wrote its Optuna trials into the
+    original, and a moved one could not even be unpickled ("unable to open database file"). This
+    storage pickles as "the study folder's optuna.db" and is opened again in the folder
+    `open_optuna_in` names (docs/reliability.md, "A copied or moved study folder")."""
+
+    def __init__(self, folder: Path):
+        super().__init__(f"sqlite:///{folder.resolve() / OPTUNA_FILE}")
+
+    def __reduce__(self):
+        return (_reopened_storage, ())
+
+
+def _reopened_storage() -> StudyOptunaStorage:
+    if _study_folder is None:
+        raise RuntimeError("a study's Optuna storage was unpickled before open_optuna_in named its folder")
+    return StudyOptunaStorage(_study_folder)
+
+
+def _optuna_searcher(study: StudyConfig, stratum: dict[str, Any], index: int, name: str) -> Searcher:
     """The Optuna searcher of one stratum (the whole study without strata), repeated per seed."""
     search = study.search
     searcher: Searcher = ResumableOptunaSearch(
         space=OptunaSpace(study, stratum),
         sampler=build_sampler(study, index),
         study_name=name,
-        storage=optuna.storages.RDBStorage(optuna_storage),
+        storage=_reopened_storage(),
         metric=search.metric,
         mode=search.mode,
     )
@@ -271,8 +304,9 @@ def _optuna_searcher(study: StudyConfig, optuna_storage: str, stratum: dict[str,
     return searcher
 
 
-def searcher_and_space(study: StudyConfig, optuna_storage: str) -> tuple[Searcher | None, dict[str, Any], int]:
-    """(search algorithm or None for Tune's grid/variant generator, Tune param space, Tune num_samples)."""
+def searcher_and_space(study: StudyConfig) -> tuple[Searcher | None, dict[str, Any], int]:
+    """(search algorithm or None for Tune's grid/variant generator, Tune param space, Tune num_samples).
+    An Optuna searcher keeps its trials in the folder `open_optuna_in` named."""
     search = study.search
     seeds = search.seeds
     stratum_axes = {key: tune.grid_search(list(values)) for key, values in search.strata.items()}
@@ -288,10 +322,10 @@ def searcher_and_space(study: StudyConfig, optuna_storage: str) -> tuple[Searche
         return None, space, search.num_samples
     per_stratum = search.num_samples * len(search.seed_list)
     if not search.strata:
-        return _optuna_searcher(study, optuna_storage, {}, 0, study.name), {}, per_stratum
+        return _optuna_searcher(study, {}, 0, study.name), {}, per_stratum
     all_strata = strata(study)
     searchers = [
-        _optuna_searcher(study, optuna_storage, stratum, index, name)
+        _optuna_searcher(study, stratum, index, name)
         for index, (stratum, name) in enumerate(zip(all_strata, optuna_study_names(study)))
     ]
     stratified = StratifiedSearch(all_strata, searchers, per_stratum, search.metric, search.mode)

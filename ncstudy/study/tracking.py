@@ -32,6 +32,7 @@ import math
 import numbers
 import posixpath
 import re
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "ncstudy.study"
 TRIAL_TAG = "ncstudy.trial_id"
+FOLDER_TAG = "ncstudy.folder"  # host:path of the study folder that wrote the run (folder_tag)
 MAX_PARAMS_PER_BATCH = 100
 SEED_PARAM = "train.seed"  # the training seed in a trial's params (ncstudy.study.search.SEED_KEY)
 VARIANT_PARAM = "variant"
@@ -97,6 +99,13 @@ def tracking_uri(configured: str | None, results_dir: Path) -> str:
     if configured:
         return configured
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+def folder_tag(study_folder: Path) -> str:
+    """`host:/path/to/RESULTS/NAME`, the tag FOLDER_TAG of the runs a study folder writes: on a tracking
+    server shared by a copied folder and its original (both continue the same runs), it says which
+    folder wrote a run last (docs/reliability.md, "A copied or moved study folder")."""
+    return f"{socket.gethostname()}:{study_folder}"
 
 
 def study_tracker(study, results: Path) -> StudyTracker:
@@ -321,8 +330,11 @@ class StudyTracker:
         return self._experiment_id
 
     def start_study(self, name: str, config: dict[str, Any], config_file: Path) -> str:
-        """The parent run: the resolved config as params and as an artifact."""
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={STUDY_TAG: name})
+        """The parent run: the resolved config as params and as an artifact; tagged with the study
+        folder that writes it (`folder_tag`)."""
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={STUDY_TAG: name, FOLDER_TAG: folder_tag(config_file.parent)}
+        )
         self.log_params(run.info.run_id, flatten(config))
         self.client.log_artifact(run.info.run_id, str(config_file))
         return run.info.run_id
@@ -334,16 +346,19 @@ class StudyTracker:
 
     def start_trial(
         self, parent_run_id: str, study: str, trial_id: str, params: dict[str, Any], run_name: str | None = None,
-        description: str | None = None,
+        description: str | None = None, folder: str | None = None,
     ) -> str:  # fmt: skip
         """The trial's child run under the study's parent run, named `run_name` (default: the trial
         id, which is always the tag TRIAL_TAG), with `description` as its note; a trial resumed after
-        an interruption gets its own run back (set RUNNING again), so MLflow holds one run per trial."""
+        an interruption gets its own run back (set RUNNING again), so MLflow holds one run per trial.
+        `folder` (`folder_tag`) is the tag FOLDER_TAG, set again when the run is reopened."""
         for run in self.children(parent_run_id):
             if run.data.tags.get(TRIAL_TAG) == trial_id:
                 self.client.update_run(run.info.run_id, status="RUNNING")
+                if folder and run.data.tags.get(FOLDER_TAG) != folder:
+                    self.client.set_tag(run.info.run_id, FOLDER_TAG, folder)
                 return run.info.run_id
-        tags = {PARENT_TAG: parent_run_id, STUDY_TAG: study, TRIAL_TAG: trial_id}
+        tags = {PARENT_TAG: parent_run_id, STUDY_TAG: study, TRIAL_TAG: trial_id, **({FOLDER_TAG: folder} if folder else {})}
         if description:
             tags[MLFLOW_RUN_NOTE] = _limited(description, MAX_TAG_VAL_LENGTH)
         run = self.client.create_run(

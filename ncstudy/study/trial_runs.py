@@ -35,7 +35,7 @@ from ray.tune import Callback
 from ncstudy.config import StudyConfig, load_study, with_params
 from ncstudy.outputs.results import TUNE_BOOKKEEPING, checkpoint_folder
 from ncstudy.outputs.study_folder import read_tracking, study_paths
-from ncstudy.study.tracking import StudyTracker, TrialRunLog, flatten, study_tracker, trial_description, trial_run_name
+from ncstudy.study.tracking import StudyTracker, TrialRunLog, flatten, folder_tag, study_tracker, trial_description, trial_run_name
 
 # What Tune adds to a trial's report, and the checkpoint path a multi-worker trial's report carries
 # (ray.tune.integration.ray_train): none of it is the trial's measurement.
@@ -70,7 +70,8 @@ class TrialRuns(Callback):
             tree = config.model_dump(mode="json")
             name = trial_run_name(params, trial.trial_id, several_seeds=len(config.search.seed_list) > 1)
             description = trial_description(params, trial.trial_id)
-            run_id = tracker.start_trial(parent_run_id, config.name, trial.trial_id, flatten(tree), name, description)
+            folder = folder_tag(Path(trial.path).parents[2])
+            run_id = tracker.start_trial(parent_run_id, config.name, trial.trial_id, flatten(tree), name, description, folder)
             self._logs[trial.trial_id] = TrialRunLog(tracker.uri, run_id, tree["data"])
         return self._logs[trial.trial_id]
 
