@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, _validate_param_name
 
+from ncstudy.outputs.formatting import flatten
 from ncstudy.study.tracking import (
     TRIAL_TAG,
     TRUNCATED,
@@ -20,7 +21,6 @@ from ncstudy.study.tracking import (
     TrialRunLog,
     dataset_name,
     experiment_page,
-    flatten,
     mlflow_key,
     mlflow_keys,
     short_value,

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from ncstudy.atomic import replaced_atomically
-from ncstudy.outputs.formatting import trial_error_line
+from ncstudy.outputs.formatting import trial_error_line, trial_error_text
 from ncstudy.outputs.storage import Reserve
 
 # Ray's errors of a lost process (ray.exceptions), by class name, and the words of Tune's error.txt,
@@ -37,16 +37,6 @@ def _failure_file(study_folder: Path, trial_id: str) -> Path:
     return study_folder / "reports" / f"{trial_id}.error"
 
 
-def _error_text(trial) -> str:
-    """Tune's error.txt of the trial: the driver's copy (`error_file`), else the study folder's."""
-    for candidate in filter(None, [getattr(trial, "error_file", None), Path(trial.path) / "error.txt"]):
-        try:
-            return Path(candidate).read_text(errors="replace")
-        except OSError:
-            continue
-    return ""
-
-
 def _error_chain(trial) -> list[BaseException]:
     try:
         error = trial.get_pickled_error()
@@ -61,7 +51,7 @@ def _error_chain(trial) -> list[BaseException]:
 
 def failure_cause(trial) -> str:
     """lost_process, storage or raised (module docstring)."""
-    text, chain = _error_text(trial), _error_chain(trial)
+    text, chain = trial_error_text(trial), _error_chain(trial)
     if any(type(e).__name__ in LOST_PROCESS_ERRORS for e in chain) or any(w in text for w in (*LOST_PROCESS_ERRORS, *LOST_PROCESS_WORDS)):
         return "lost_process"
     if any(words in text for words in STORAGE_WORDS):
@@ -79,7 +69,7 @@ def record_failure(study_folder: Path, trial) -> None:
     with replaced_atomically(_failure_file(study_folder, trial.trial_id)) as temporary:
         temporary.write_text(json.dumps(record))
     if record["cause"] == "storage":
-        code = next(code for words, code in STORAGE_WORDS.items() if words in _error_text(trial))
+        code = next(code for words, code in STORAGE_WORDS.items() if words in trial_error_text(trial))
         raise OSError(code, f"trial {trial.trial_id} could not write: {record['error']}")
 
 

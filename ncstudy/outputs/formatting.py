@@ -40,17 +40,32 @@ def error_line(text: str, limit: int = 300) -> str:
     return last if len(last) <= limit else last[: limit - 3] + "..."
 
 
-def trial_error_line(trial) -> str:
-    """The last line of a failed trial's error, from Tune's error.txt: the driver's copy (`error_file`,
-    written before Tune calls back), else the one in the study folder (`path`)."""
+def trial_error_text(trial) -> str:
+    """A failed trial's whole error, from Tune's error.txt: the driver's copy (`error_file`, written
+    before Tune calls back), else the one in the study folder (`path`); "" where neither reads."""
     candidates = [getattr(trial, "error_file", None)]
     if getattr(trial, "path", None):
         candidates.append(Path(trial.path) / "error.txt")
     for candidate in filter(None, candidates):
         try:
-            line = error_line(Path(candidate).read_text(errors="replace"))
+            return Path(candidate).read_text(errors="replace")
         except OSError:
             continue
-        if line:
-            return line
-    return "error (no message saved)"
+    return ""
+
+
+def trial_error_line(trial) -> str:
+    """The last line of a failed trial's error (`trial_error_text`, `error_line`)."""
+    return error_line(trial_error_text(trial)) or "error (no message saved)"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

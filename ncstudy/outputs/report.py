@@ -28,10 +28,7 @@ differs from the best in whatever the search varied, not in whether the terms ac
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +45,7 @@ from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmaps, best_by_s
 from ncstudy.outputs.formatting import value_text
 from ncstudy.outputs.results import read_experiment, write_text
 from ncstudy.outputs.commands import ncstudy_command, no_study_error
-from ncstudy.outputs.study_folder import LOCK_FILE
+from ncstudy.outputs.study_folder import held_by_this_process, lock_held
 from ncstudy.smoke import SMOKE_FILE
 from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
 from ncstudy.outputs.tables import (
@@ -100,33 +97,11 @@ class StudyResults:
 
 def driver_alive(folder: Path) -> bool:
     """Whether a driver in another process is running the study in `folder` now: it holds the
-    study's lock (ncstudy.outputs.study_folder.StudyLock), so a shared flock cannot be had, the test
-    of StudyLock.refuse_if_held. The lock decides, not state.json: a driver killed outright leaves
-    state.json saying running, while the kernel releases its lock. A driver's own report at the end
-    of its search (Tune's loop is over; the lock is its own) is no report beside a running study:
-    the lock file names the holder (`_holds_lock`)."""
-    lock = folder / LOCK_FILE
-    try:
-        descriptor = os.open(lock, os.O_RDONLY)
-    except OSError:  # no lock file: no driver has worked here (or a copied folder)
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return not _holds_lock(lock)
-    finally:
-        os.close(descriptor)
-    return False
-
-
-def _holds_lock(lock: Path) -> bool:
-    """Whether the lock file names this process as its holder (StudyLock writes pid and host). One
-    that does not parse is being written by a driver taking the lock now: another process."""
-    try:
-        holder = json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(holder, dict) and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+    study's lock (ncstudy.outputs.study_folder.lock_held). The lock decides, not state.json: a
+    driver killed outright leaves state.json saying running, while the kernel releases its lock. A
+    driver's own report at the end of its search (the lock is its own) is no report beside a running
+    study."""
+    return lock_held(folder) and not held_by_this_process(folder)
 
 
 def load_results(results: Path, name: str) -> StudyResults:

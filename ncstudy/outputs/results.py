@@ -41,6 +41,7 @@ from ray.tune import Callback
 
 from ncstudy.atomic import replaced_atomically
 from ncstudy.outputs.failures import forget_failure, record_failure, recorded_failure
+from ncstudy.outputs.formatting import trial_error_line
 
 TUNE_BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",
@@ -128,9 +129,7 @@ def tune_statuses(tune_folder: Path) -> dict[str, tuple[str, str, str | None]]:
     for trial in analysis.trials:
         error = None
         if trial.status == "ERROR":
-            error_file = Path(trial.path) / "error.txt"
-            lines = error_file.read_text().strip().splitlines() if error_file.exists() else []
-            error = lines[-1][:300] if lines else "error (no message saved)"
+            error = trial_error_line(trial)
         statuses[Path(trial.path).name] = (trial.trial_id, trial.status, error)
     return statuses
 

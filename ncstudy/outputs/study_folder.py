@@ -138,6 +138,27 @@ def _in_use(folder: Path, holder: dict) -> str:
     )
 
 
+def lock_held(folder: Path) -> bool:
+    """Whether a live driver holds the study folder's lock now (a shared flock cannot be had)."""
+    try:
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no lock file: no driver has worked here (or a copied folder)
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def held_by_this_process(folder: Path) -> bool:
+    """Whether the lock file names this process as its holder (StudyLock writes pid and host)."""
+    holder = _holder(folder / LOCK_FILE)
+    return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+
+
 class StudyLock:
     """`.lock` in the study folder, locked (flock, exclusive) while a driver works in it and holding
     that driver's pid, host and start time. The kernel releases the lock when its process ends,
@@ -156,16 +177,8 @@ class StudyLock:
     @staticmethod
     def refuse_if_held(folder: Path) -> None:
         """Before Ray starts: refuse at once when a live driver holds the folder."""
-        lock = folder / LOCK_FILE
-        if not lock.is_file():
-            return
-        descriptor = os.open(lock, os.O_RDONLY)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StudyError(_in_use(folder, _holder(lock))) from None
-        finally:
-            os.close(descriptor)
+        if lock_held(folder):
+            raise StudyError(_in_use(folder, _holder(folder / LOCK_FILE)))
 
     def __enter__(self) -> "StudyLock":
         self._created_folder = not self.folder.exists()

@@ -13,6 +13,7 @@ from typing import Any
 
 from ncstudy.errors import StudyError
 from ncstudy.outputs.commands import ncstudy_command
+from ncstudy.outputs.formatting import flatten
 from ncstudy.outputs.results import write_text
 from ncstudy.outputs.study_folder import StudyPaths
 
@@ -80,20 +81,10 @@ def check_unedited(paths: StudyPaths, saved: dict[str, Any]) -> None:
 
 def differences(before: dict[str, Any], after: dict[str, Any], limit: int = 4) -> list[str]:
     """'key: old -> new' for each setting that differs (at most `limit`, then how many more)."""
-    old, new = _flat(before), _flat(after)
+    old, new = flatten(before), flatten(after)
     lines = [f"{key}: {_text(old.get(key))} -> {_text(new.get(key))}" for key in sorted(old.keys() | new.keys())
              if old.get(key) != new.get(key)]  # fmt: skip
     return lines if len(lines) <= limit else [*lines[:limit], f"and {len(lines) - limit} more"]
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _text(value: Any) -> str:

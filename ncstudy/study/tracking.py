@@ -51,7 +51,7 @@ import sqlparse.lexer  # MLflow's search-filter parser (see StudyTracker)
 from ncstudy.data.groups import GROUPS
 from ncstudy.engine.checkpoint_files import COLLAPSE_FILE, FIGURES
 from ncstudy.outputs.figures import trial_figures
-from ncstudy.outputs.formatting import value_text
+from ncstudy.outputs.formatting import flatten, value_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,18 +116,6 @@ def study_tracker(study, results: Path) -> StudyTracker:
         study.tracking.experiment or study.name,
         artifact_root=None if study.tracking.uri else results / "mlartifacts",
     )
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def _digest(text: str, length: int = 6) -> str:

@@ -33,9 +33,10 @@ from typing import Any
 from ray.tune import Callback
 
 from ncstudy.config import StudyConfig, load_study, with_params
+from ncstudy.outputs.formatting import flatten
 from ncstudy.outputs.results import TUNE_BOOKKEEPING, checkpoint_folder
 from ncstudy.outputs.study_folder import read_tracking, study_paths
-from ncstudy.study.tracking import StudyTracker, TrialRunLog, flatten, folder_tag, study_tracker, trial_description, trial_run_name
+from ncstudy.study.tracking import StudyTracker, TrialRunLog, folder_tag, study_tracker, trial_description, trial_run_name
 
 # What Tune adds to a trial's report, and the checkpoint path a multi-worker trial's report carries
 # (ray.tune.integration.ray_train): none of it is the trial's measurement.
