@@ -5,6 +5,7 @@ cluster: the messages go through the very loggers and the warning call that Ray 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -213,3 +214,34 @@ def test_unwritable_log_says_so_once(tmp_path, capsys, tune_loggers):
     err = capsys.readouterr().err
     assert err.count("note: cannot write") == 1 and "Traceback" not in err and "snapshotting" not in err
     assert consoles["snapshot"].lines == []
+
+
+def test_mlflow_database_error_on_a_full_disk_goes_to_driver_log(tmp_path, mount):
+    """A real MLflow sqlite store on a tmpfs that fills up: MLflow logs the SQLAlchemy traceback
+    before it raises; the raised error is what the driver turns into one line (exit 75), so the
+    traceback goes to driver.log, not to the console."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    full = mount(4)
+    client = mlflow.MlflowClient(f"sqlite:///{full / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("full"))
+    console = _Console()
+    mlflow_logger = logging.getLogger("mlflow.store.db.utils")
+    mlflow_logger.addHandler(console)
+    try:
+        with open(full / "ballast", "wb") as ballast:
+            with contextlib.suppress(OSError):
+                while True:
+                    ballast.write(b"\0" * 65536)
+                    ballast.flush()
+        metrics = [Metric(f"m{i}", float(i), 0, 0) for i in range(500)]
+        with study_log(tmp_path, verbose=False) as path, pytest.raises(MlflowException, match="disk is full"):
+            for step in range(50):  # sqlite may still have a free page or two
+                client.log_batch(run.info.run_id, metrics=[Metric(m.key, m.value, 0, step) for m in metrics])
+    finally:
+        mlflow_logger.removeHandler(console)
+    assert console.lines == []
+    log = path.read_text()
+    assert " mlflow.store.db.utils ERROR SQLAlchemy database error." in log and "database or disk is full" in log

@@ -11,12 +11,15 @@ record with its time, logger and level; a traceback follows its line) and, witho
 - Tune's "Trial task failed for trial ..." with the failed trial's whole traceback (logger
   ray.tune.execution.tune_controller): the progress line says the error's last line;
 - Tune's "Trials did not complete: [...]" (logger ray.tune.tune), which the summary says per trial;
+- MLflow's "SQLAlchemy database error" with the whole SQLAlchemy traceback (logger
+  mlflow.store.db.utils, `make_managed_session`), logged before MLflow raises the error that the
+  driver turns into one line (a full disk: ncstudy.outputs.storage);
 - Optuna's UserWarning "The reported value is ignored because this `step=N` is already reported"
   (warnings.warn in optuna.trial.Trial.report), which Tune's OptunaSearch triggers when a resumed
   trial reports again the epochs it ran after its last checkpoint: Optuna keeps the first value.
 
 Only records of those loggers whose message starts with those words are held back; every other
-message of Ray, Tune and Optuna reaches the console as before. With -v all of them reach the console
+message of Ray, Tune, Optuna and MLflow reaches the console as before. With -v all of them reach the console
 too. `STUDY_LOG` is a logger of ncstudy's own for lines that belong in driver.log only (the path of
 a failed trial's error file).
 
@@ -40,6 +43,7 @@ ROUTED_RECORDS: tuple[tuple[str, str], ...] = (
     ("ray.tune.execution.experiment_state", "Experiment state snapshotting has been triggered multiple times"),
     ("ray.tune.execution.tune_controller", "Trial task failed for trial"),
     ("ray.tune.tune", "Trials did not complete"),
+    ("mlflow.store.db.utils", "SQLAlchemy database error"),
 )
 # Optuna's warning (a UserWarning: optuna.trial.Trial.report calls warnings.warn).
 ROUTED_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
