@@ -1,5 +1,6 @@
 """What a study's console leaves to RESULTS/<name>/driver.log (ncstudy.study.console): Tune's repeated
-snapshot warning, Tune's traceback of a failed trial and Optuna's duplicate-step warning; and the
+snapshot warning, Tune's traceback of a failed trial, Tune's slow-callback warnings, MLflow's database
+error traceback and Optuna's duplicate-step warning; and the
 FAILED line of a failed trial, which says its error's last line (ncstudy.study.progress). No Ray
 cluster: the messages go through the very loggers and the warning call that Ray and Optuna use."""
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from ray.tune.utils.util import warn_if_slow as WARN_IF_SLOW
 
 from ncstudy.outputs.formatting import error_line
 from ncstudy.study.console import DRIVER_LOG, study_log
@@ -47,8 +50,10 @@ def tune_loggers():
     """Ray's own module loggers of the three Tune messages, each with a stand-in console."""
     from ray.tune import tune as tune_module
     from ray.tune.execution import experiment_state, tune_controller
+    from ray.tune.utils import util
 
-    loggers = {"snapshot": experiment_state.logger, "failed": tune_controller.logger, "incomplete": tune_module.logger}
+    loggers = {"snapshot": experiment_state.logger, "failed": tune_controller.logger, "incomplete": tune_module.logger,
+               "slow": util.logger}  # fmt: skip
     consoles = {}
     for key, logger in loggers.items():
         consoles[key] = _Console()
@@ -69,6 +74,8 @@ def _emit_tune_messages(loggers: dict) -> None:
     loggers["snapshot"].warning(SNAPSHOT)
     loggers["failed"].error("Trial task failed for trial run_single_worker_trial_63b9d2dd", exc_info=_diverged())
     loggers["incomplete"].error("Trials did not complete: %s", ["run_single_worker_trial_63b9d2dd"])
+    loggers["slow"].warning(WARN_IF_SLOW.DEFAULT_MESSAGE.format(name="process_trial_result", duration=0.533))
+    loggers["slow"].warning("Processing trial results took 0.507 s, which may be a performance bottleneck. Please ...")
 
 
 def test_tune_noise_goes_to_driver_log_not_console(tmp_path, tune_loggers):
@@ -80,7 +87,7 @@ def test_tune_noise_goes_to_driver_log_not_console(tmp_path, tune_loggers):
     assert path == tmp_path / DRIVER_LOG
     assert consoles["snapshot"].lines == ["Saving the experiment state took ~9.00 seconds"]
     assert consoles["failed"].lines == ["Could not re-use actor for trial x"]
-    assert consoles["incomplete"].lines == []
+    assert consoles["incomplete"].lines == [] and consoles["slow"].lines == []
     log = path.read_text()
     # One line per record (time, logger, level, the message's lines joined), the traceback after its line.
     assert " ray.tune.execution.experiment_state WARNING Experiment state snapshotting has been triggered" in log
@@ -88,6 +95,8 @@ def test_tune_noise_goes_to_driver_log_not_console(tmp_path, tune_loggers):
     assert " ray.tune.execution.tune_controller ERROR Trial task failed for trial run_single_worker_trial_63b9d2dd\n" in log
     assert "Traceback (most recent call last):" in log and "FloatingPointError: the trial diverged in epoch 4" in log
     assert " ray.tune.tune ERROR Trials did not complete: ['run_single_worker_trial_63b9d2dd']" in log
+    assert " ray.tune.utils.util WARNING The `process_trial_result` operation took 0.533 s" in log
+    assert " ray.tune.utils.util WARNING Processing trial results took 0.507 s" in log
     assert "Saving the experiment state" not in log and "re-use actor" not in log
 
     # Closed: the loggers are as before (everything reaches the console again), the log is appended to.
@@ -102,8 +111,8 @@ def test_verbose_keeps_tune_noise_on_console_and_in_log(tmp_path, tune_loggers):
     loggers, consoles = tune_loggers
     with study_log(tmp_path, verbose=True) as path:
         _emit_tune_messages(loggers)
-    assert [len(consoles[key].lines) for key in ("snapshot", "failed", "incomplete")] == [1, 1, 1]
-    assert path.read_text().count(" ray.tune.") == 3
+    assert [len(consoles[key].lines) for key in ("snapshot", "failed", "incomplete", "slow")] == [1, 1, 1, 2]
+    assert path.read_text().count(" ray.tune.") == 5
 
 
 def _report_twice() -> None:
@@ -131,7 +140,7 @@ def test_optuna_duplicate_step_warning_goes_to_driver_log(tmp_path, verbose):
 
 
 def test_console_of_a_real_driver_process(tmp_path):
-    """Ray's and Python's own console handlers (a fresh process, as `run` has): nothing of the four
+    """Ray's and Python's own console handlers (a fresh process, as `run` has): nothing of the routed
     messages on stderr or stdout, all of them in driver.log."""
     script = f"""
 import logging, sys, warnings
@@ -139,11 +148,13 @@ from pathlib import Path
 import ray.tune  # Ray configures its loggers' console handler
 from ray.tune import tune as tune_module
 from ray.tune.execution import experiment_state, tune_controller
+from ray.tune.utils import util
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_console import SNAPSHOT, _diverged, _emit_tune_messages, _report_twice
 from ncstudy.study.console import study_log
 logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # as `run` sets it (ncstudy.cli)
-loggers = {{"snapshot": experiment_state.logger, "failed": tune_controller.logger, "incomplete": tune_module.logger}}
+loggers = {{"snapshot": experiment_state.logger, "failed": tune_controller.logger, "incomplete": tune_module.logger,
+           "slow": util.logger}}
 with study_log(Path({str(tmp_path)!r}), verbose=False):
     _emit_tune_messages(loggers)
     _report_twice()
@@ -154,10 +165,11 @@ experiment_state.logger.warning("after: snapshotting")
     console = done.stdout + done.stderr
     assert "after: snapshotting" in console  # Ray's console handler is there
     for noise in ("Experiment state snapshotting has been triggered", "Trial task failed", "Traceback",
-                  "Trials did not complete", "is already reported"):  # fmt: skip
+                  "Trials did not complete", "is already reported", "performance bottleneck"):  # fmt: skip
         assert noise not in console, (noise, console)
     log = (tmp_path / DRIVER_LOG).read_text()
-    assert all(n in log for n in ("snapshotting has been triggered", "Trial task failed", "Traceback", "did not complete", "step=3"))
+    assert all(n in log for n in ("snapshotting has been triggered", "Trial task failed", "Traceback", "did not complete", "step=3",
+                                   "performance bottleneck"))
 
 
 def test_error_line():

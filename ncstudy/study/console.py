@@ -11,6 +11,10 @@ record with its time, logger and level; a traceback follows its line) and, witho
 - Tune's "Trial task failed for trial ..." with the failed trial's whole traceback (logger
   ray.tune.execution.tune_controller): the progress line says the error's last line;
 - Tune's "Trials did not complete: [...]" (logger ray.tune.tune), which the summary says per trial;
+- Tune's "The `on_trial_result` operation took 0.53 s, which may be a performance bottleneck" and
+  "Processing trial results took ..." (logger ray.tune.utils.util, `warn_if_slow`), on every epoch
+  while the driver's MLflow logging competes for the CPU (a tracking server on a loaded head, or
+  on a 2-core laptop): driver.log keeps them for whoever tunes the driver;
 - MLflow's "SQLAlchemy database error" with the whole SQLAlchemy traceback (logger
   mlflow.store.db.utils, `make_managed_session`), logged before MLflow raises the error that the
   driver turns into one line (a full disk: ncstudy.outputs.storage);
@@ -43,6 +47,8 @@ ROUTED_RECORDS: tuple[tuple[str, str], ...] = (
     ("ray.tune.execution.experiment_state", "Experiment state snapshotting has been triggered multiple times"),
     ("ray.tune.execution.tune_controller", "Trial task failed for trial"),
     ("ray.tune.tune", "Trials did not complete"),
+    ("ray.tune.utils.util", "The `"),  # warn_if_slow's DEFAULT_MESSAGE: "The `{name}` operation took ..."
+    ("ray.tune.utils.util", "Processing trial results took"),
     ("mlflow.store.db.utils", "SQLAlchemy database error"),
 )
 # Optuna's warning (a UserWarning: optuna.trial.Trial.report calls warnings.warn).
