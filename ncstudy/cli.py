@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--restart", action="store_true", help="replace an existing study of the same name")
     run.add_argument("--fail-fast", action="store_true", help="stop the study at the first failed trial (default: record it and go on)")
+    _add_cluster(run)
     _add_smoke(run)
     run.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
 
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a study file and print the resolved config", description="Validate a study file (and overrides) and print the resolved config; writes nothing, except that with data.download: true a missing CIFAR is downloaded into data.root.")
     validate.add_argument("study", type=Path, help="the study YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    _add_cluster(validate)
     _add_smoke(validate)
 
     report = commands.add_parser("report", help="tables and figures of one or more studies", description="Write report.md, tables (Markdown, LaTeX, CSV) and figures of one study, or of several merged (ablation columns per study and ratio). Works on running and interrupted studies.")
@@ -85,6 +87,28 @@ def _add_smoke(command: argparse.ArgumentParser) -> None:
         help="a smaller copy of the study, NAME-smoke: at most 4 epochs with every epoch setting scaled, fewer images "
              "and configurations, resources fitted to this machine (--set applies after it)",
     )  # fmt: skip
+
+
+def _add_cluster(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--cluster", type=Path, metavar="CLUSTER.yaml",
+        help="a Ray cluster-launcher file (cluster/aws-gpu.yaml): refuse a trial that none of its node types can hold, "
+             "warn when search.max_concurrent trials never fit at once",
+    )  # fmt: skip
+
+
+def _check_cluster(args: argparse.Namespace, study, out) -> None:
+    """--cluster: refuse (StudyError) a trial the file's largest cluster cannot place, before Ray
+    starts and before anything is written; print its warnings (ncstudy.study.cluster_capacity)."""
+    from ncstudy.study.cluster_capacity import check_cluster_file
+
+    if args.cluster is None:
+        return
+    summary, warnings = check_cluster_file(study, args.cluster)
+    if args.command == "validate":
+        print(f"# {summary}", file=out)
+    for warning in warnings:
+        print(warning, file=out, flush=True)
 
 
 def _read(args: argparse.Namespace):
@@ -167,12 +191,14 @@ def _quiet_libraries(verbose: bool) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ncstudy.study.driver import run_study
     from ncstudy.study_file import refuse_searched_overrides
 
     read = _read(args)
     for note in refuse_searched_overrides(read):
         print(note, flush=True)
+    _check_cluster(args, read.study, sys.stdout)  # before Ray's (slow) import, as in _validate
+    from ncstudy.study.driver import run_study
+
     args.name = read.study.name  # for the interruption message
     _quiet_libraries(args.verbose)
     outcome = run_study(read.study, args.results, restart=args.restart, verbose=args.verbose, fail_fast=args.fail_fast, smoke=read.smoke_record())
@@ -212,18 +238,22 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from ncstudy.config import dump_yaml
-    from ncstudy.study.cluster import check_local_resources
-    from ncstudy.study.driver import preflight
     from ncstudy.study_file import refuse_searched_overrides
 
     read = _read(args)
     for note in refuse_searched_overrides(read):
         print(f"# {note}", file=sys.stderr)
+    _check_cluster(args, read.study, sys.stderr)  # before Ray's (slow) import: a refusal takes a second
+    from ncstudy.study.cluster import check_local_resources
+    from ncstudy.study.driver import preflight
+
     preflight(read.study)
     print(dump_yaml(read.study), end="")
     if read.bases:
         print(f"# base files, applied in this order: {', '.join(map(str, read.bases))}", file=sys.stderr)
     print(f"# {args.study}: valid", file=sys.stderr)
+    if args.cluster:  # a study checked against a cluster file: this machine's size is beside the point
+        return 0
     try:
         check_local_resources(read.study)
     except StudyError as error:  # the file is valid; this machine cannot run it with a local Ray

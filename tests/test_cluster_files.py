@@ -81,6 +81,7 @@ CHANGE_MARKERS = {
         "shared storage (NFS export)": r"mount -t nfs",
         "dashboard address": r"--dashboard-host=",
         "MLflow address": r"HEAD_IP=",
+        "machine sizes": r"^\s*ncstudy_resources_per_machine:",
     },
 }
 
