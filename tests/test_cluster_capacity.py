@@ -59,7 +59,14 @@ def test_the_cli_refuses_a_trial_no_node_type_holds_in_one_line():
     assert "its largest, ray.worker.gpu, has 8 CPU and 1 GPU" in done.stderr
 
 
-def test_run_refuses_before_ray_starts_and_writes_nothing(tmp_path, capsys):
+def test_run_refuses_before_ray_starts_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import ray
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("the refusal must come before Ray starts")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.setattr("ncstudy.study.driver.run_study", no_ray)  # this session may hold a Ray already (conftest)
     results = tmp_path / "results"
     args = ["run", str(CIFAR_LT), "--cluster", str(AWS), "--results", str(results)]
     for setting in ("num_workers=5", "cpus_per_worker=8", "gpus_per_worker=1"):
@@ -69,8 +76,6 @@ def test_run_refuses_before_ray_starts_and_writes_nothing(tmp_path, capsys):
     assert error.startswith("error: resources: a trial needs 5 workers of 8 CPU and 1 GPU;"), error
     assert "holds at most 4 at its largest" in error and "\n" not in error
     assert not results.exists()
-    ray = sys.modules.get("ray")  # the refusal comes before ncstudy imports Ray
-    assert ray is None or not ray.is_initialized()
 
 
 @pytest.mark.parametrize("study_file", STUDIES, ids=[p.stem for p in STUDIES])
