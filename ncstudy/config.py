@@ -350,6 +350,11 @@ class ResourcesConfig(Strict):
         None, description="Ray cluster to join (auto: the one running here); null = $RAY_ADDRESS, else a private local Ray"
     )
     max_failures: int = Field(0, ge=0, description="restarts of a failed trial from its last checkpoint (by Tune for one worker, by Ray Train for several)")
+    node_wait_s: float = Field(
+        600.0, gt=0,
+        description="on a joined cluster: how long trials may wait with none running while the autoscaler adds no node; "
+        "then the study stops with an error and keeps its state for `resume`",
+    )  # fmt: skip
 
 
 class MetricsConfig(Strict):

@@ -257,3 +257,29 @@ def test_mlflow_database_error_on_a_full_disk_goes_to_driver_log(tmp_path, mount
     assert console.lines == []
     log = path.read_text()
     assert " mlflow.store.db.utils ERROR SQLAlchemy database error." in log and "database or disk is full" in log
+
+
+@pytest.mark.parametrize(
+    "module, message",
+    [
+        ("ray.tune.execution.insufficient_resources_manager",
+         "Ignore this message if the cluster is autoscaling. No trial is running and no new trial has been started"),
+        ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for 1 trial(s):\n/tmp/x: FileNotFoundError"),
+    ],
+)  # fmt: skip
+def test_tune_lines_said_by_ncstudy_on_a_cluster_go_to_driver_log(tmp_path, module, message):
+    """The messages of a study that waits for nodes or stops before any report (what the waiting
+    line of ncstudy.study.capacity and the summary say), through the logger of Tune's own module."""
+    import importlib
+
+    logger = importlib.import_module(module).logger
+    console = _Console()
+    logger.addHandler(console)
+    try:
+        with study_log(tmp_path, verbose=False) as path:
+            logger.warning(message)
+            logger.warning("something else")  # not ours: stays
+    finally:
+        logger.removeHandler(console)
+    assert console.lines == ["something else"]
+    assert f" {module} WARNING {message.splitlines()[0]}" in path.read_text()

@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray_nodes import free_port, processes_mentioning, session_processes, signal_session, stop_session
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_TIMEOUT_S = 300
@@ -43,63 +43,6 @@ pytestmark = [
     pytest.mark.slow,  # two Ray nodes and a study: minutes; CI runs it with -m slow
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes of each node through /proc"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def session_processes(sid: int) -> list[tuple[int, str]]:
-    """(pid, command name) of the live processes of a session (zombies excluded)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        state, _, _, session = stat[stat.rindex(")") + 2 :].split()[:4]
-        if int(session) == sid and state not in "ZX":
-            found.append((int(entry), name))
-    return found
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains `text` (our temp dir)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state not in "ZX":
-            found.append(int(entry))
-    return found
-
-
-def signal_session(sid: int, names: set[str] | None, sig: int, exclude: set[str] = frozenset()) -> None:
-    for pid, name in session_processes(sid):
-        if (names is None or name in names) and name not in exclude:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def wait_until_gone(sid: int, names: set[str] | None, timeout: float, exclude: set[str] = frozenset()) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not [n for _, n in session_processes(sid) if (names is None or n in names) and n not in exclude]:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 class TwoNodeCluster:
@@ -168,11 +111,7 @@ class TwoNodeCluster:
         other processes, then the GCS), SIGTERM first and SIGKILL after a grace period. Returns
         what is still alive afterwards (nothing, normally)."""
         for sid in reversed(self.sessions):
-            for names, exclude in (({"raylet"}, set()), (None, {"gcs_server"}), (None, set())):
-                signal_session(sid, names, signal.SIGTERM, exclude)
-                if not wait_until_gone(sid, names, 10, exclude):
-                    signal_session(sid, names, signal.SIGKILL, exclude)
-                    wait_until_gone(sid, names, 5, exclude)
+            stop_session(sid)
         left = [f"{pid} {name} (session {sid})" for sid in self.sessions for pid, name in session_processes(sid)]
         left += [f"{pid} (mentions {self.temp_dir})" for pid in processes_mentioning(self.temp_dir)]
         shutil.rmtree(self.temp_dir, ignore_errors=True)

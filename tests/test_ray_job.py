@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_multinode import free_port, processes_mentioning
+from ray_nodes import free_port, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_FILE = REPO / "cluster" / "onprem.yaml"

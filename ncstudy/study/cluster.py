@@ -96,7 +96,7 @@ def _say_which(which: str) -> None:
     )
 
 
-def _trial_needs(study: StudyConfig) -> dict[str, float]:
+def trial_needs(study: StudyConfig) -> dict[str, float]:
     res = study.resources
     return {"CPU": res.num_workers * res.cpus_per_worker, "GPU": res.num_workers * res.gpus_per_worker}
 
@@ -124,7 +124,7 @@ def check_local_resources(study: StudyConfig) -> None:
     comes before any Ray process and writes nothing. A cluster is asked once joined (check_resources)."""
     if cluster_address(study.resources.address) or ray.is_initialized():
         return
-    need = _trial_needs(study)
+    need = trial_needs(study)
     have = {"CPU": float(local_cpus()), "GPU": float(local_gpus()) if need["GPU"] else 0.0}
     lacking = _lacking(need, have)
     if lacking:
@@ -134,13 +134,19 @@ def check_local_resources(study: StudyConfig) -> None:
 def check_resources(study: StudyConfig, may_grow: bool) -> int:
     """Refuse a trial that can never be scheduled here, instead of waiting for it forever; return how
     many trials may run at once: `search.max_concurrent`, capped (with a note) to what a cluster that
-    cannot grow holds, so that surplus trials wait instead of failing their worker-group start."""
-    need = _trial_needs(study)
+    cannot grow holds, so that surplus trials wait instead of failing their worker-group start. On a
+    cluster that may grow a trial larger than it is only noted: trials wait for nodes, and stop the
+    study when none comes (ncstudy.study.capacity)."""
+    need = trial_needs(study)
     have = ray.cluster_resources()
     lacking = _lacking(need, have)
     message = _refusal(need, have, "the Ray cluster")
     if lacking and may_grow:
-        print(f"warning: {message}; waiting for the autoscaler to add nodes", flush=True)
+        print(
+            f"note: {message} now; trials wait for nodes (an autoscaler may add them), at most "
+            f"resources.node_wait_s={study.resources.node_wait_s:g} s while none is being added",
+            flush=True,
+        )
     if may_grow:
         return study.search.max_concurrent
     if lacking:

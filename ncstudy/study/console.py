@@ -15,6 +15,11 @@ record with its time, logger and level; a traceback follows its line) and, witho
   "Processing trial results took ..." (logger ray.tune.utils.util, `warn_if_slow`), on every epoch
   while the driver's MLflow logging competes for the CPU (a tracking server on a loaded head, or
   on a 2-core laptop): driver.log keeps them for whoever tunes the driver;
+- Tune's "Ignore this message if the cluster is autoscaling. No trial is running ..." (logger
+  ray.tune.execution.insufficient_resources_manager), every minute while trials wait for
+  resources: ncstudy.study.capacity's "waiting for nodes" line says it, with what is being added;
+- Tune's "Failed to fetch metrics for N trial(s)" (logger ray.tune.analysis.experiment_analysis),
+  when a study stops before any trial reported;
 - MLflow's "SQLAlchemy database error" with the whole SQLAlchemy traceback (logger
   mlflow.store.db.utils, `make_managed_session`), logged before MLflow raises the error that the
   driver turns into one line (a full disk: ncstudy.outputs.storage);
@@ -49,6 +54,8 @@ ROUTED_RECORDS: tuple[tuple[str, str], ...] = (
     ("ray.tune.tune", "Trials did not complete"),
     ("ray.tune.utils.util", "The `"),  # warn_if_slow's DEFAULT_MESSAGE: "The `{name}` operation took ..."
     ("ray.tune.utils.util", "Processing trial results took"),
+    ("ray.tune.execution.insufficient_resources_manager", "Ignore this message if the cluster is autoscaling"),
+    ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for"),
     ("mlflow.store.db.utils", "SQLAlchemy database error"),
 )
 # Optuna's warning (a UserWarning: optuna.trial.Trial.report calls warnings.warn).

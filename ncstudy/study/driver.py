@@ -29,7 +29,10 @@ from ncstudy.outputs.report import build_report
 from ncstudy.smoke import SMOKE_FILE
 from ncstudy.outputs.results import ReportLog, read_experiment, write_parquet, write_text
 from ncstudy.strata import optuna_study_names, strata, stratum_slug
-from ncstudy.study.cluster import check_local_resources, check_reachable, check_resources, check_shared_results, init_ray
+from ncstudy.study.capacity import NODE_WAIT, CapacityWatch
+from ncstudy.study.cluster import (
+    check_local_resources, check_reachable, check_resources, check_shared_results, init_ray, trial_needs,
+)  # fmt: skip
 from ncstudy.study.console import study_log
 from ncstudy.study.interrupt import INTERRUPTION
 from ncstudy.study.lost_trials import requeue_lost_trials
@@ -70,7 +73,10 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_
         callbacks=[
             ReportLog(),
             TrialRuns(),
-            StudyProgress(planned_trials(study), study.train.total_epochs, study.search.metric),
+            StudyProgress(
+                planned_trials(study), study.train.total_epochs, study.search.metric,
+                capacity=CapacityWatch(trial_needs(study), study.resources.node_wait_s),
+            ),  # fmt: skip
         ],
         verbose=1 if verbose else 0,
     )
@@ -160,6 +166,7 @@ def _start_ray(study: StudyConfig, paths: StudyPaths, verbose: bool) -> int:
     What needs no Ray (a GPU this machine lacks when Ray would be local) is refused before it starts."""
     check_local_resources(study)
     may_grow = init_ray(study.resources.address, verbose)
+    NODE_WAIT.watching = may_grow  # trials that wait for nodes are watched (ncstudy.study.capacity)
     INTERRUPTION.reclaim()
     max_concurrent = check_resources(study, may_grow)
     check_shared_results(paths.results, study.tracking.uri)
@@ -321,12 +328,17 @@ def _fit_and_finish(tuner: tune.Tuner, study: StudyConfig, paths: StudyPaths, tr
     Tune keeps a single-worker trial's latest checkpoint only, and so saves its experiment state
     after each one (what keeps `resume` pointing at a checkpoint that exists); with epochs shorter
     than 5 s it warns about that on every epoch, so the warning is off (a small local copy). Set
-    here, before Tune reads it, for a fresh search and a restored one alike."""
+    here, before Tune reads it, for a fresh search and a restored one alike.
+
+    Trials that waited `resources.node_wait_s` for nodes that never came stop the search as an
+    interruption does (ncstudy.study.capacity): the study ends interrupted, its state saved, and the
+    reason is one error line (exit status 2, as for a trial larger than a cluster that cannot grow)."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    NODE_WAIT.reason = None
     try:
         with INTERRUPTION.tune_loop():
             tuner.fit()
-        return _finish(study, paths, tracker, parent_run_id)
+        outcome = _finish(study, paths, tracker, parent_run_id)
     except KeyboardInterrupt:
         _stop_interrupted(tracker, paths, parent_run_id)
         raise
@@ -346,6 +358,12 @@ def _fit_and_finish(tuner: tune.Tuner, study: StudyConfig, paths: StudyPaths, tr
         tracker.finish(parent_run_id, "FAILED")
         write_state(paths, "failed")
         raise
+    if NODE_WAIT.reason:
+        raise StudyError(
+            f"{NODE_WAIT.reason}. The study stopped and keeps its state ({outcome.finished} of {outcome.planned} "
+            f"trials finished): fix the cluster, then `{ncstudy_command('resume', paths.name, paths.results)}` continues it"
+        )
+    return outcome
 
 
 def _stop_interrupted(tracker: StudyTracker, paths: StudyPaths, parent_run_id: str) -> None:

@@ -6,6 +6,9 @@ A Ray Tune `Callback` (it runs in the driver), used instead of Tune's own wide s
 `run -v` still shows. Tune pickles it with the experiment and `resume` gets that copy back, so its
 clock and counters start again in `setup`, and the trials that ended before the resume count as
 done: the counter and the ETA are about the work that remains.
+
+On a cluster that may grow it also says when trials wait for nodes, and stops the study when none
+comes (ncstudy.study.capacity).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ncstudy.outputs.formatting import trial_error_line, value_text
+from ncstudy.study.capacity import CapacityWatch
 from ncstudy.study.console import STUDY_LOG
 
 
@@ -31,11 +35,14 @@ def _percent(value: Any) -> str:
 
 
 class StudyProgress(Callback):
-    def __init__(self, planned: int, epochs: int, metric: str, every_s: float = 10.0):
+    capacity: CapacityWatch | None = None  # also for a callback that a study saved before the watch existed
+
+    def __init__(self, planned: int, epochs: int, metric: str, every_s: float = 10.0, capacity: CapacityWatch | None = None):
         self.planned = planned
         self.epochs = epochs
         self.metric = metric
         self.every_s = every_s
+        self.capacity = capacity
         self.setup()
 
     def setup(self, **info) -> None:
@@ -44,12 +51,16 @@ class StudyProgress(Callback):
         self.last_line: dict[str, float] = {}
         self.ended_before: int | None = None  # trials that had ended before this fit: known at the first step
         self.ended = 0  # trials that ended during this fit
+        if self.capacity:
+            self.capacity.reset()
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         if self.ended_before is None:
             self.ended_before = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
             if self.ended_before:
                 self._say(f"resumed: {self.ended_before} of {self.planned} trials had ended, {self.planned - self.ended_before} to go")
+        if self.capacity:
+            self.capacity.check(trials, self._say)
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
