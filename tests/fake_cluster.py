@@ -40,10 +40,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from ray_nodes import free_port, processes_mentioning, session_processes, stop_session
+from ray_nodes import free_port, processes_mentioning, ray_start, session_processes, stop_session
 
 REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 120
 FAKE_HEAD_TYPE = "ray.head.default"  # the fake provider's head node type (FAKE_HEAD_NODE_TYPE)
 
 
@@ -105,28 +104,19 @@ class FakeCluster:
     def start(self) -> None:
         config_file = Path(self.temp_dir) / "autoscaling.json"
         config_file.write_text(json.dumps(self.config))
-        ray_cli = Path(sys.executable).with_name("ray")
         head_env = {
             **self.env, "RAY_FAKE_CLUSTER": "1",
             # the autoscaler's loop every second (5 s by default), as ray.cluster_utils.AutoscalingCluster
             # sets it; a node whose raylet stopped answering is terminated after 5 s instead of 30
             "AUTOSCALER_UPDATE_INTERVAL_S": "1", "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "5",
         }  # fmt: skip
-        process = subprocess.Popen(
-            [str(ray_cli) if ray_cli.exists() else shutil.which("ray"), "start", "--head", f"--port={self.port}",
-             "--node-ip-address=127.0.0.1", f"--autoscaling-config={config_file}", "--num-cpus=0", "--num-gpus=0",
-             f"--object-store-memory={150 * 1024**2}", "--include-dashboard=false",
+        self.session, _ = ray_start(
+            ["--head", f"--port={self.port}", "--node-ip-address=127.0.0.1", f"--autoscaling-config={config_file}",
+             "--num-cpus=0", "--num-gpus=0", f"--object-store-memory={150 * 1024**2}", "--include-dashboard=false",
              f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
              f"--temp-dir={self.temp_dir}", "--disable-usage-stats"],
-            env=head_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            head_env,
         )  # fmt: skip
-        self.session = process.pid
-        try:
-            output, _ = process.communicate(timeout=START_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        assert process.returncode == 0, f"ray start --head failed:\n{output[-3000:]}"
 
     def probe(self, code: str, timeout: float = 60) -> object:
         """Run `code` in a driver joined to the cluster (`ray`, `json` imported); its last line, JSON."""

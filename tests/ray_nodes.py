@@ -9,10 +9,15 @@ autoscaler with its fake multi-node provider, whose nodes live in the head's ses
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+START_TIMEOUT_S = 180  # `ray start` of one node on 2 busy cores
 
 
 def free_port() -> int:
@@ -80,3 +85,20 @@ def stop_session(sid: int) -> None:
         if not wait_until_gone(sid, names, 10, exclude):
             signal_session(sid, names, signal.SIGKILL, exclude)
             wait_until_gone(sid, names, 5, exclude)
+
+
+def ray_start(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """`ray start ARGS` (this environment's `ray`) in a session of its own: (the session id of
+    everything the node starts, its output); the test fails if the node does not start."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    process = subprocess.Popen(
+        [str(ray_cli) if ray_cli.exists() else shutil.which("ray"), "start", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = process.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    assert process.returncode == 0, f"ray start {' '.join(args)} failed:\n{output[-3000:]}"
+    return process.pid, output

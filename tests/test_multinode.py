@@ -33,11 +33,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ray_nodes import free_port, processes_mentioning, session_processes, signal_session, stop_session
+from ray_nodes import free_port, processes_mentioning, ray_start, session_processes, signal_session, stop_session
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_TIMEOUT_S = 300
-START_TIMEOUT_S = 180
 
 pytestmark = [
     pytest.mark.slow,  # two Ray nodes and a study: minutes; CI runs it with -m slow
@@ -53,8 +52,6 @@ class TwoNodeCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.sessions: list[int] = []
-        ray_cli = Path(sys.executable).with_name("ray")
-        self.ray = str(ray_cli) if ray_cli.exists() else shutil.which("ray")
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
         env.update(
             RAY_AUTH_MODE="token",
@@ -66,19 +63,12 @@ class TwoNodeCluster:
         self.env = env
 
     def _start(self, *args: str) -> str:
-        process = subprocess.Popen(
-            [self.ray, "start", *args, "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
-             f"--object-store-memory={256 * 1024**2}", f"--dashboard-agent-listen-port={free_port()}",
-             f"--temp-dir={self.temp_dir}"],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        session, output = ray_start(
+            [*args, "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats", f"--object-store-memory={256 * 1024**2}",
+             f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={self.temp_dir}"],
+            self.env,
         )  # fmt: skip
-        self.sessions.append(process.pid)  # the session id of everything this node starts
-        try:
-            output, _ = process.communicate(timeout=START_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        assert process.returncode == 0, f"ray start {' '.join(args)} failed:\n{output[-3000:]}"
+        self.sessions.append(session)  # the session id of everything this node starts
         return output
 
     def start(self) -> None:
