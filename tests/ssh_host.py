@@ -14,7 +14,8 @@ Why each namespace:
   Killing the namespace's init (sshd) kills everything in it (pid_namespaces(7)).
 - mount: the test's folders are bound at /shared (so the file's `mountpoint -q /shared` finds its
   shared folder and mounts no NFS), /tmp (Ray's /tmp/ray and ray_current_cluster, which `ray stop`
-  and `ray status` read) and /var/tmp (MLflow's database), for this namespace only.
+  and `ray status` read) and /var/tmp (MLflow's database), for this namespace only; a checkout or
+  Python environment of the test that lies under /tmp or /var/tmp is bound back at its own path.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ START_TIMEOUT_S = 30
 # sshd's privilege-separation folder, which the package's own service would create.
 INIT = """
 import fcntl, json, os, socket, struct, subprocess, sys
-shared, var_tmp, tmp, stash, exposed, sshd, config = sys.argv[1:]
+shared, var_tmp, tmp, stash, exposed, kept, sshd, config = sys.argv[1:]
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, struct.pack("16sh", b"lo", 0)))[1]
     fcntl.ioctl(s, 0x8914, struct.pack("16sh", b"lo", flags | 1))
@@ -52,11 +53,29 @@ for i, (closed, names) in enumerate(json.loads(exposed).items()):
     for name in names:
         os.mkdir(f"{closed}/{name}")
         mount("--bind", f"{stash}/{i}-{name}", f"{closed}/{name}")
-for source, target in ((shared, "/shared"), (var_tmp, "/var/tmp"), (tmp, "/tmp")):
-    mount("--bind", source, target)
+for path, under in json.loads(kept):  # under /tmp or /var/tmp: bound into what replaces them there
+    place = os.path.join({"/tmp": tmp, "/var/tmp": var_tmp}[under], os.path.relpath(path, under))
+    os.makedirs(place, exist_ok=True)
+    mount("--bind", path, place)
+mount("--bind", shared, "/shared")
+mount("--rbind", var_tmp, "/var/tmp")  # --rbind: with the kept folders bound into it
+mount("--rbind", tmp, "/tmp")
 os.makedirs("/run/sshd", exist_ok=True)
 os.execv(sshd, [sshd, "-D", "-e", "-f", config])
 """
+
+
+def kept(paths: list[Path]) -> list[tuple[str, str]]:
+    """(path, /tmp or /var/tmp) of each of `paths` that lies under a folder the namespace replaces
+    (a checkout and its environment under /tmp): bound back at the same path inside."""
+    found = []
+    for path in paths:
+        real = path.resolve()
+        for under in ("/var/tmp", "/tmp"):
+            if real.is_relative_to(under):
+                found.append((str(real), under))
+                break
+    return found
 
 
 def exposed(paths: list[Path]) -> dict[str, list[str]]:
@@ -146,7 +165,7 @@ class SSHHost:
             self.unshare = subprocess.Popen(
                 ["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child",
                  sys.executable, "-c", INIT, str(self.shared), str(self.var_tmp), str(self.tmp), str(stash),
-                 json.dumps(exposed(self.reachable)), SSHD, "/tmp/sshd/sshd_config"],
+                 json.dumps(exposed(self.reachable)), json.dumps(kept(self.reachable)), SSHD, "/tmp/sshd/sshd_config"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
