@@ -262,9 +262,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _print_outcome(outcome) -> int:
-    """The head/medium/tail table and where everything is; the exit status of the outcome."""
+    """The head/medium/tail table (a multi-objective study's: its fronts) and where everything is;
+    the exit status of the outcome."""
     name = outcome.folder.name
-    table = _shot_table(outcome.folder / "tables" / "shot.md")
+    tables = outcome.folder / "tables"
+    table = _table(tables / "front.md") or _table(tables / "shot.md")
     if table:
         print(f"\n{table}")
     print(f"report:   {outcome.folder / 'report.md'} (tables/ and figures/ beside it)")
@@ -296,7 +298,7 @@ def _tracking_lines(uri: str, page: str = "") -> list[str]:
     return lines + [f"          then open {page}"] if page else lines
 
 
-def _shot_table(path: Path) -> str:
+def _table(path: Path) -> str:
     return path.read_text().strip() if path.exists() else ""
 
 

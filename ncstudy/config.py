@@ -22,7 +22,7 @@ from functools import partial
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
 from ncstudy.errors import StudyError, excerpt
@@ -33,6 +33,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NAME_MAX_LENGTH = 64
 SCALARS = (type(None), bool, int, float, str)  # what a choice or grid value may be: Optuna stores these
 SEED_SETTING = "train.seed"
+VARIANT = "variant"  # the searched parameter that names a bundle of search.variants
 
 
 class Strict(BaseModel):
@@ -197,7 +198,9 @@ class TrainConfig(Strict):
 
 class _Param(Strict):
     when: dict[str, Any] | None = Field(
-        None, description="conditional: sample only when these settings have these values (optuna, random)"
+        None,
+        description="conditional: sample only when these settings have these values (optuna, random); "
+        "`variant: NAME` samples it in that variant of search.variants only",
     )
 
 
@@ -264,6 +267,11 @@ class SearchConfig(Strict):
     max_concurrent: int = Field(2, ge=1, description="trials running at once (lowered, with a note, to what a fixed Ray instance holds)")
     metric: str = Field("val_acc_all", description="the objective: a validation metric, never a test one")
     mode: Literal["max", "min"] = Field("max", description="maximize or minimize the objective")
+    objectives: dict[str, Literal["max", "min"]] | None = Field(
+        None,
+        description="several objectives, each a validation metric -> max or min (instead of metric and mode): "
+        "a multi-objective search whose report draws the Pareto front",
+    )
     seed: int = Field(0, description="seeds the sampler")
     tpe_startup: int | None = Field(
         None, ge=1, description="tpe: random trials before TPE models the results; null = num_samples // 4, 2 to 10"
@@ -273,6 +281,11 @@ class SearchConfig(Strict):
     strata: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="settings -> values; one independent search (own sampler, own num_samples) per combination",
+    )
+    split_by_variant: bool = Field(
+        False,
+        description="optuna, random: one independent search per variant (own sampler, own num_samples), "
+        "not the variant as a searched choice; each variant's front then has the same budget",
     )
 
     @model_validator(mode="after")
@@ -297,6 +310,64 @@ class SearchConfig(Strict):
             if any(key in bundle for bundle in self.variants.values()):
                 raise ValueError(f"strata {key}: also set by a variant in search.variants; drop it from one of them")
         return self
+
+    @model_validator(mode="after")
+    def _split_needs_variants(self) -> "SearchConfig":
+        if self.split_by_variant and not self.variants:
+            raise ValueError("split_by_variant splits the search by search.variants; the study has none")
+        if self.split_by_variant and self.algorithm == "grid":
+            raise ValueError("split_by_variant: algorithm grid already runs every variant with every combination")
+        return self
+
+    @model_validator(mode="after")
+    def _several_objectives(self) -> "SearchConfig":
+        """`objectives` (two or more) replaces `metric` and `mode`, so a study names its objective one
+        way. A multi-objective search has no single ranking of trials: ASHA, which stops trials on one
+        metric, would cut trials that are good for another objective and bend the front towards the
+        first; Optuna's CMA-ES sampler optimises one objective only."""
+        if self.objectives is None:
+            return self
+        if {"metric", "mode"} & self.model_fields_set:
+            raise ValueError(
+                "objectives replaces metric and mode; give either metric and mode (one objective) or objectives (several)"
+            )
+        if len(self.objectives) < 2:
+            raise ValueError("objectives: name two or more; one objective is set with metric and mode")
+        for name in self.objectives:
+            if name not in OBJECTIVE_METRICS:
+                raise ValueError(f"objectives: {name} is not a validation metric; choose from {', '.join(OBJECTIVE_METRICS)}")
+        if self.asha is not None:
+            raise ValueError(
+                "asha stops trials on one metric, so it cannot serve several objectives; drop asha or use metric and mode"
+            )
+        if self.algorithm == "optuna" and self.sampler == "cmaes":
+            raise ValueError("sampler cmaes optimises one objective only; use tpe (Optuna's multi-objective TPE) or random")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _one_way_of_naming_the_objective(self, handler: Any) -> dict[str, Any]:
+        """The saved study names its objective the way it was given: with `objectives`, without the
+        unused `metric` and `mode` (which, read back, would be refused beside it); without
+        `objectives`, as before it existed."""
+        tree = handler(self)
+        for key in ("metric", "mode") if self.objectives is not None else ("objectives",):
+            tree.pop(key, None)
+        return tree
+
+    @property
+    def objective_directions(self) -> dict[str, str]:
+        """Every objective and its direction: `objectives`, or `{metric: mode}`."""
+        return dict(self.objectives) if self.objectives is not None else {self.metric: self.mode}
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objectives is not None
+
+    @property
+    def first_objective(self) -> tuple[str, str]:
+        """The objective that orders lists (the progress line, the MLflow runs table): `metric`, or
+        the first of `objectives`."""
+        return next(iter(self.objective_directions.items()))
 
     @model_validator(mode="after")
     def _objective_is_validation(self) -> "SearchConfig":
@@ -493,7 +564,9 @@ def validate_space(study: StudyConfig, source: str = "study") -> None:
               for name, bundle in study.search.variants.items()]  # fmt: skip
     for key, param in study.search.space.items():
         where = f"{source}: search.space.{key}"
-        checks.append(partial(_check_space_entry, study, tree, where, key, param))
+        # an entry searched in one variant only (when: {variant: NAME}) is valid on that variant's settings
+        bundle = study.search.variants.get((param.when or {}).get(VARIANT), {})
+        checks.append(partial(_check_space_entry, study, tree, where, key, param, bundle))
         for setting, value in (param.when or {}).items():
             checks.append(partial(_check_condition, study, tree, f"{where}.when.{setting}", key, setting, value))
     for key, values in study.search.strata.items():
@@ -530,14 +603,20 @@ def _check_combinations(study: StudyConfig, tree: dict, source: str) -> None:
     for key, param in study.search.space.items():
         if param.when:
             free = [dim for dim in dims if dim[1] not in param.when]
-            held = [(f"search.space.{key}.when.{k}", k, [value]) for k, value in param.when.items()]
-            _check_product(study, tree, source, [*free, *held, (f"search.space.{key}", key, space_candidates(param))])
+            held = [(f"search.space.{key}.when.{k}", k, [value]) for k, value in param.when.items() if k != VARIANT]
+            dims_held = [*free, *held, (f"search.space.{key}", key, space_candidates(param))]
+            _check_product(study, tree, source, dims_held, param.when.get(VARIANT))
 
 
-def _check_product(study: StudyConfig, tree: dict, source: str, dims: list[tuple[str, str, list[Any]]]) -> None:
-    """Validate each variant (or the base) with each combination of `dims` (label, key, candidates).
-    Each variant has passed `_check_variant`, so its validated config is the base of its combinations."""
+def _check_product(
+    study: StudyConfig, tree: dict, source: str, dims: list[tuple[str, str, list[Any]]], only_variant: str | None = None
+) -> None:
+    """Validate each variant (or the base) with each combination of `dims` (label, key, candidates);
+    with `only_variant` (a `when: {variant: NAME}` entry), that variant alone. Each variant has
+    passed `_check_variant`, so its validated config is the base of its combinations."""
     variants = [("", {})] + [(f" with search.variants.{n}", b) for n, b in study.search.variants.items()]
+    if only_variant is not None:
+        variants = [(f" with search.variants.{only_variant}", study.search.variants[only_variant])]
     size = math.prod(len(candidates) for _, _, candidates in dims)
     groups = [dims] if size * len(variants) <= COMBINATION_LIMIT else list(itertools.combinations(dims, 2))
     for variant_label, bundle in variants:
@@ -578,7 +657,7 @@ def _validated(study: StudyConfig, tree: dict, settings: dict[str, Any]) -> Stud
     from `tree`, variants and all."""
     unchanged = {name: getattr(study, name) for name in StudyConfig.model_fields}
     if study.search.variants:
-        unchanged["search"] = study.search.model_copy(update={"variants": {}})
+        unchanged["search"] = study.search.model_copy(update={"variants": {}, "split_by_variant": False})
     changed = _with_settings(tree, settings)
     sections = {key.split(".")[0] for key in settings}
     return StudyConfig.model_validate({**unchanged, **{name: changed[name] for name in sections}})
@@ -603,13 +682,15 @@ def _check_variant(study: StudyConfig, tree: dict, where: str, bundle: dict[str,
         raise StudyError(f"{where}: {_describe(exc)}") from None
 
 
-def _check_space_entry(study: StudyConfig, tree: dict, where: str, key: str, param: SpaceParam) -> None:
+def _check_space_entry(
+    study: StudyConfig, tree: dict, where: str, key: str, param: SpaceParam, bundle: dict[str, Any] | None = None
+) -> None:
     _require_setting(tree, where, key)
     if isinstance(param, (LogUniform, Uniform)) and _is_integer_setting(key):
         raise StudyError(f"{where}: an integer setting; use type int ({param.type} draws fractions)")
     for value in space_candidates(param):
         try:
-            _validated(study, tree, {key: value})
+            _validated(study, tree, {**(bundle or {}), key: value})
         except ValidationError as exc:
             raise StudyError(f"{where}: value {excerpt(value)} is invalid: {_describe(exc)}") from None
 
@@ -619,6 +700,11 @@ def _check_condition(study: StudyConfig, tree: dict, where: str, key: str, setti
     `key` (the sampler sees only earlier draws), that can take `value` in this study."""
     if setting == key:
         raise StudyError(f"{where}: a parameter cannot be conditional on itself")
+    if setting == VARIANT:
+        if value not in study.search.variants:
+            names = ", ".join(study.search.variants) or "the study has no search.variants"
+            raise StudyError(f"{where}: {excerpt(value)} is not a variant ({names}), so {key} would never be searched")
+        return
     _require_setting(tree, where, setting)
     order = list(study.search.space)
     if setting in order and order.index(setting) > order.index(key):

@@ -142,7 +142,8 @@ def _shrink_data(data: dict) -> None:
 
 def _shrink_search(search: dict, scale: EpochScale) -> None:
     if search["algorithm"] != "grid":  # strata multiply the configurations already: one in each
-        search["num_samples"] = min(search["num_samples"], 1 if search["strata"] else SMOKE_SAMPLES)
+        split = search["strata"] or search.get("split_by_variant")  # one configuration per search
+        search["num_samples"] = min(search["num_samples"], 1 if split else SMOKE_SAMPLES)
     if search["seeds"]:
         search["seeds"] = search["seeds"][:1]
     for key, entry in search["space"].items():

@@ -1,7 +1,8 @@
 """The strata of a study (`search.strata`): the combinations of fixed values that split a study into
-independent searches, e.g. one per imbalance ratio, and the names they go by (Optuna studies, file
-names, trial columns). Light on purpose: the search (ncstudy.study.search) and the report (ncstudy.outputs.report)
-both name strata the same way, and the report does not import the search.
+independent searches, e.g. one per imbalance ratio (and per variant, with search.split_by_variant),
+and the names they go by (Optuna studies, file names, trial columns). Light on purpose: the search
+(ncstudy.study.search) and the report (ncstudy.outputs.report) both name strata the same way, and
+the report does not import the search.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ def strata(study: StudyConfig) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*study.search.strata.values())]
 
 
+def searches(study: StudyConfig) -> list[dict[str, Any]]:
+    """The study's independent searches, each the fixed values it adds to its trials: one per
+    stratum, and with search.split_by_variant one per stratum and variant (`{..., "variant": NAME}`),
+    so that each variant is searched with the same budget by a sampler of its own."""
+    if not study.search.split_by_variant:
+        return strata(study)
+    return [{**stratum, "variant": variant} for stratum in strata(study) for variant in study.search.variants]
+
+
 def stratum_label(stratum: dict[str, Any]) -> str:
     """`data.imbalance.ratio=10` (several keys joined by commas); empty for the empty stratum."""
     return ",".join(f"{key}={value}" for key, value in stratum.items())
@@ -33,10 +43,10 @@ def stratum_slug(stratum: dict[str, Any]) -> str:
 
 def optuna_study_names(study: StudyConfig) -> list[str]:
     """The Optuna studies of the search in the study's Optuna storage: the study's name, or one per
-    stratum, `NAME[data.imbalance.ratio=10]`, in the order of `strata`."""
-    if not study.search.strata:
+    search (`searches`), `NAME[data.imbalance.ratio=10]`, `NAME[variant=LA]`, in the order of `searches`."""
+    if not study.search.strata and not study.search.split_by_variant:
         return [study.name]
-    return [f"{study.name}[{stratum_label(stratum)}]" for stratum in strata(study)]
+    return [f"{study.name}[{stratum_label(search)}]" for search in searches(study)]
 
 
 def strata_columns(study: StudyConfig) -> list[str]:

@@ -46,6 +46,15 @@ def with_space(entry: str) -> str:
                    f"    data.imbalance.ratio: {{type: choice, values: [10, 50]}}\n    {entry}\n"))  # fmt: skip
 
 
+OBJECTIVE_LINES = "  metric: val_acc_all               # the objective, on the validation split (never test)\n  mode: max\n"
+HEAD_AND_TAIL = "  objectives: {val_acc_many: max, val_acc_few: max}\n"
+
+
+def with_objectives(objectives: str = HEAD_AND_TAIL, extra: str = "") -> str:
+    """The quick-start study with `objectives` (and `extra` search lines) in place of its metric and mode."""
+    return edited((OBJECTIVE_LINES, objectives + extra))
+
+
 def encoded(array: np.ndarray, format: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=format)
@@ -111,6 +120,31 @@ CONFIG_CASES = [
                  "search.variants.paper.regularizer.lambda_witin: no such setting", id="variant-names-no-setting"),
     pytest.param(with_search("  variants: {paper: {regularizer: {lambda_within: 0.01}}}\n"), [],
                  "search.variants.paper.regularizer: names a section, not a setting", id="variant-names-a-section"),
+    pytest.param(edited((OBJECTIVE_LINES, OBJECTIVE_LINES + HEAD_AND_TAIL)), [],
+                 "search: objectives replaces metric and mode", id="objectives-beside-metric"),
+    pytest.param(with_objectives(), ["search.mode=min"], "search: objectives replaces metric and mode",
+                 id="objectives-beside-a-mode-override"),
+    pytest.param(with_objectives("  objectives: {val_acc_few: max}\n"), [], "search: objectives: name two or more",
+                 id="one-objective"),
+    pytest.param(with_objectives("  objectives: {val_acc_many: max, test_acc_few: max}\n"), [],
+                 "search: objectives: test_acc_few is not a validation metric", id="test-objective"),
+    pytest.param(with_objectives("  objectives: {val_acc_many: max, val_acc_few: best}\n"), [],
+                 "search.objectives.val_acc_few: Input should be 'max' or 'min'", id="objective-direction"),
+    pytest.param(with_objectives(extra="  asha: {grace_period: 2}\n"), [], "search: asha stops trials on one metric",
+                 id="objectives-with-asha"),
+    pytest.param(with_objectives(extra="  sampler: cmaes\n"), [], "search: sampler cmaes optimises one objective only",
+                 id="objectives-with-cmaes"),
+    pytest.param(with_search("  split_by_variant: true\n"), [], "search: split_by_variant splits the search by "
+                 "search.variants; the study has none", id="split-without-variants"),
+    pytest.param(with_search("  variants: {LA: {}}\n").replace("values: [null, 0.1, 0.5]}",
+                                                            "values: [null, 0.1, 0.5], when: {variant: LW}}"), [],
+                 "search.space.regularizer.temperature.when.variant: 'LW' is not a variant (LA)", id="when-names-no-variant"),
+    pytest.param(with_objectives("  objectives: {val_acc_many: max, val_acc_few: max}\n"),
+                 ["data.shot_split.boundaries=[3, 10]"], "search.objectives: val_acc_few is never measured: the split "
+                 "has no few-shot class", id="objective-on-an-empty-group"),
+    pytest.param(QUICKSTART, ["search.metric=val_acc_few", "data.shot_split.boundaries=[3, 10]"],
+                 "search.metric: val_acc_few is never measured: the split has no few-shot class",
+                 id="metric-on-an-empty-group"),
 ]  # fmt: skip
 
 
@@ -319,6 +353,11 @@ def test_the_good_lists_are_valid(tmp_path, capsys):
 # -- A real `run`: refused before Ray starts, nothing written ------------------------------------
 
 
+def written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def bad_run_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     not_utf8 = tmp_path / "latin1.yaml"
     not_utf8.write_bytes(b"\xff\xfe\x00name: x")
@@ -332,6 +371,8 @@ def bad_run_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
             "row 7: not an image",
         ),
         "missing-listed-image": ([str(list_study(tmp_path / "lists", missing_later_images))], "train/1-2.png not found"),
+        "objectives-with-asha": ([str(written(tmp_path / "asha.yaml", with_objectives(extra="  asha: {grace_period: 2}\n")))],
+                                 "search: asha stops trials on one metric"),
     }
 
 

@@ -218,6 +218,15 @@ def test_failed_trial_line_without_an_error_file(tmp_path, capsys):
     assert "trial 63b9d2dd FAILED at epoch 3/10: error (no message saved)  (1/1)" in capsys.readouterr().out
 
 
+def test_a_finished_trial_line_gives_every_objective_accuracies_in_percent_a_loss_as_it_is(capsys):
+    from ncstudy.study.progress import StudyProgress
+
+    result = {"epoch": 10, "val_acc_many": 0.61, "val_acc_few": 0.125, "val_loss": 1.2345, "test_acc_all": 0.5}
+    trial = SimpleNamespace(trial_id="63b9d2dd", last_result=result)
+    StudyProgress(planned=2, epochs=10, metric=["val_acc_many", "val_acc_few", "val_loss"]).on_trial_complete(0, [trial], trial)
+    assert "trial 63b9d2dd finished  val_acc_many 61.0 val_acc_few 12.5 val_loss 1.234  test: all 50.0" in capsys.readouterr().out
+
+
 def test_unwritable_log_says_so_once(tmp_path, capsys, tune_loggers):
     loggers, consoles = tune_loggers
     with study_log(tmp_path / "gone", verbose=False):  # its folder does not exist

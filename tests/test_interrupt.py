@@ -87,8 +87,10 @@ def check_nothing_left_running(results: Path, name: str) -> None:
     assert [r.info.status for r in parent] == ["KILLED"]
 
 
-def check_complete(results: Path, name: str, planned: int) -> None:
-    """Exactly the planned trials finished, one FINISHED run each, none RUNNING or FAILED, Optuna consistent."""
+def check_complete(results: Path, name: str, planned: int, configurations: int | None = None) -> None:
+    """Exactly the planned trials finished, one FINISHED run each, none RUNNING or FAILED, Optuna
+    consistent: one COMPLETE Optuna trial per configuration (per trial unless `configurations`
+    says otherwise: with search.seeds a configuration runs once per seed)."""
     folder = results / name
     trials = pd.read_parquet(folder / "trials.parquet")
     assert len(trials) == planned and trials["trial_id"].is_unique and set(trials["status"]) == {"finished"}
@@ -103,7 +105,7 @@ def check_complete(results: Path, name: str, planned: int) -> None:
     storage = f"sqlite:///{folder / 'optuna.db'}"  # one Optuna study, or one per stratum
     studies = [optuna.load_study(study_name=n, storage=storage) for n in optuna.get_all_study_names(storage)]
     states = [t.state.name for study in studies for t in study.trials]
-    assert states.count("COMPLETE") == planned and "RUNNING" not in states, states
+    assert states.count("COMPLETE") == (configurations or planned) and "RUNNING" not in states, states
     assert json.loads((folder / "state.json").read_text())["state"] == "finished"
 
 

@@ -103,3 +103,27 @@ def test_optuna_gets_the_outcome_of_a_failed_trial_that_resume_finished(tmp_path
     failed, resumed = optuna.load_study(study_name="s", storage=storage).trials
     assert failed.state.name == "FAIL" and resumed.state.name == "COMPLETE"
     assert resumed.value == 0.8 and resumed.params == params and resumed.user_attrs[RESUMED_FROM] == 0
+
+
+def test_optuna_gets_every_objective_of_a_failed_trial_that_resume_finished(tmp_path):
+    """A multi-objective study (search.objectives): the added COMPLETE trial carries each objective's
+    mean over the seeds, in the order of the objectives."""
+    study = load_study(QUICKSTART, ["name=s", "search.seeds=[0, 1]"])
+    objectives = {"val_acc_many": "max", "val_acc_few": "max"}
+    study = study.model_copy(update={"search": study.search.model_copy(update={"objectives": objectives})})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna_study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "maximize"])
+    params = {"regularizer.lambda_within": 0.01}
+    distributions = {"regularizer.lambda_within": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)}
+    failed = optuna.trial.create_trial(params=params, distributions=distributions, state=optuna.trial.TrialState.FAIL)
+    optuna_study.add_trial(failed)
+    trials = pd.DataFrame([
+        {"trial_id": "a", "status": "finished", "val_acc_many": 0.8, "val_acc_few": 0.1, "param.train.seed": 0,
+         "param.regularizer.lambda_within": 0.01},
+        {"trial_id": "b", "status": "finished", "val_acc_many": 0.6, "val_acc_few": 0.3, "param.train.seed": 1,
+         "param.regularizer.lambda_within": 0.01},
+    ])  # fmt: skip
+
+    assert record_resumed(study, tmp_path, storage, trials) == 1
+    failed, resumed = optuna.load_study(study_name="s", storage=storage).trials
+    assert resumed.state.name == "COMPLETE" and resumed.values == pytest.approx([0.7, 0.2])

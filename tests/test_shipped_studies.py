@@ -89,6 +89,8 @@ PLANNED = {
     "imagenet_lt.yaml": 2,
     "ablation_cifar10_lt.yaml": 12,  # 6 variants (Table 7) x 2 ratios
     "ablation_cifar10_lt_cpu.yaml": 4,  # 4 variants
+    "pareto_cifar10_lt.yaml": 2,  # 2 variants, each its own search (split_by_variant) x 1
+    "pareto_cifar10_lt_cpu.yaml": 2,
 }
 
 

@@ -18,7 +18,12 @@ one of the three files every trial's MLflow run and `ncstudy train` folder holds
   training has ended, by the study driver as it logs the trial's MLflow run,
   ncstudy.study.trial_runs, or by `ncstudy train`; never in a process that trains).
 - `accuracy_vs_count`: per-class test accuracy against training count (log x), one line per variant.
-- `optuna_figures`: Optuna's optimization history, parameter importances and parallel coordinates.
+- `optuna_figures`: Optuna's optimization history, parameter importances and parallel coordinates;
+  for a multi-objective Optuna study (search.objectives) its Pareto front in place of the history,
+  which Optuna draws for one objective only (it raises without a `target` otherwise).
+- `pareto_front`: a multi-objective study's configurations on two objectives (the test counterparts
+  of the first two), each variant's front as a staircase in its colour, the dominated points faint
+  (ncstudy.outputs.pareto).
 - `best_by_stratum`: the best value of each searched parameter against the stratum's value (one
   panel per parameter), e.g. the best lambda_W and lambda_B per imbalance ratio (search.strata).
 
@@ -38,6 +43,7 @@ import numpy as np
 
 from ncstudy.atomic import replaced_atomically
 from ncstudy.data.groups import GROUPS
+from ncstudy.outputs.pareto import non_dominated
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
@@ -226,13 +232,19 @@ def _objective_name(study) -> str:
     return study.metric_names[0] if study.metric_names else "Objective Value"
 
 
+def _objective_names(study) -> list[str]:
+    """The names of a multi-objective Optuna study's objectives, or Optuna's defaults ("Objective 0", ...)."""
+    return list(study.metric_names or [f"Objective {i}" for i in range(len(study.directions))])
+
+
 def _plotted_params(study) -> list[str]:
-    """The parameters of the completed trials with a finite objective, sorted: the axes that
-    Optuna's parallel-coordinate plot draws after the objective's, in its order."""
+    """The parameters of the completed trials whose objectives are all finite, sorted: the axes that
+    Optuna's parallel-coordinate plot draws after the objectives', in its order."""
     import optuna
 
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return sorted({name for t in trials if t.value is not None and np.isfinite(t.value) for name in t.params})
+    finite = [t for t in trials if t.values is not None and all(np.isfinite(v) for v in t.values)]
+    return sorted({name for t in finite for name in t.params})
 
 
 def _full_axis_names(axes, names: list[str]) -> None:
@@ -249,26 +261,41 @@ def optuna_figures(study, folder: Path, suffix: str = "") -> list[Path]:
     """Optimization history, parameter importances and parallel coordinates of an Optuna study
     (optuna.visualization.matplotlib), the objective named by its metric and the parallel axes by
     the full parameter names, as folder/optuna_<plot><suffix>.png; a plot that needs more completed
-    trials is skipped."""
+    trials is skipped. A multi-objective study gets its Pareto front (optuna_pareto_front, the axes
+    named by the objectives; the first two where there are more than three, the most Optuna draws)
+    in place of the history, which Optuna draws for one objective only; Optuna's importances (a bar
+    per objective) and parallel coordinates (an axis per objective, lines coloured by Pareto rank)
+    take every objective at once."""
     import optuna
     import optuna.visualization.matplotlib as plots
 
+    if len(study.directions) == 1:
+        objective = _objective_name(study)
+        plotted = (("optuna_history", plots.plot_optimization_history, {"target_name": objective}),
+                   ("optuna_importances", plots.plot_param_importances, {"target_name": objective}),
+                   ("optuna_parallel", plots.plot_parallel_coordinate, {"target_name": objective}))  # fmt: skip
+        objectives = [objective]
+    else:
+        objectives = _objective_names(study)
+        front = {"target_names": objectives}
+        if len(objectives) > 3:
+            front = {"target_names": objectives[:2], "targets": lambda trial: trial.values[:2]}
+        plotted = (("optuna_pareto_front", plots.plot_pareto_front, front),
+                   ("optuna_importances", plots.plot_param_importances, {}),
+                   ("optuna_parallel", plots.plot_parallel_coordinate, {}))  # fmt: skip
     plt = _pyplot()
-    objective = _objective_name(study)
     written = []
-    for name, plot in (("optuna_history", plots.plot_optimization_history),
-                       ("optuna_importances", plots.plot_param_importances),
-                       ("optuna_parallel", plots.plot_parallel_coordinate)):  # fmt: skip
+    for name, plot, arguments in plotted:
         # rc_context: the importances plot switches matplotlib's global style to ggplot
         with warnings.catch_warnings(), plt.rc_context():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             warnings.simplefilter("ignore", UserWarning)  # matplotlib on a parameter with one value
             try:
-                axes = plot(study, target_name=objective)
+                axes = plot(study, **arguments)
             except (ValueError, RuntimeError):  # e.g. importances need two completed trials and a varying parameter
                 continue
             if plot is plots.plot_parallel_coordinate:
-                _full_axis_names(axes, [objective, *_plotted_params(study)])
+                _full_axis_names(axes, [*objectives, *_plotted_params(study)])
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
             written.append(_save(figure, folder / f"{name}{suffix}.png"))
     return written
@@ -330,4 +357,57 @@ def best_by_stratum(
         axes.set_title(parameter, fontsize=9)
         if any(lines):
             axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def _staircase(points: np.ndarray, maximize: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """The outline of the region that `points` (n, 2) dominate, from corner to corner: the points
+    that no other of them dominates, in order along the first objective (worst first), joined by
+    the inner corners (x of one, y of the next). Its area down to the reference point is their
+    hypervolume (ncstudy.outputs.pareto)."""
+    corners = points[non_dominated(points, maximize)]
+    signs = np.where(np.asarray(maximize, dtype=bool), 1.0, -1.0)
+    corners = corners[np.argsort(corners[:, 0] * signs[0], kind="stable")]
+    xs, ys = [], []
+    for i, (x, y) in enumerate(corners):
+        xs.append(x)
+        ys.append(y)
+        if i + 1 < len(corners):  # the inner corner before the next point
+            xs.append(x)
+            ys.append(corners[i + 1, 1])
+    return np.array(xs), np.array(ys)
+
+
+def pareto_front(
+    variants: dict[str, tuple[np.ndarray, np.ndarray]],
+    maximize: Sequence[bool],
+    axis_labels: tuple[str, str],
+    path: Path,
+    title: str | None = None,
+) -> Path:
+    """variants: label -> (points (n, 2): each configuration's mean on the two plotted objectives, in
+    the units to show; on_front (n,): whether it is on the variant's front). One colour per variant;
+    a configuration off its front faint; the front's points drawn solid and joined by the outline of
+    the region they dominate (`_staircase`), so the line is the front whose hypervolume the report
+    gives. `maximize` says each axis' direction (an arrow in its label points to better)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(5.5, 4.2))
+    for index, (label, (points, on_front)) in enumerate(variants.items()):
+        points, on_front = np.asarray(points, dtype=float).reshape(-1, 2), np.asarray(on_front, dtype=bool)
+        colour = f"C{index % 10}"
+        axes.scatter(points[~on_front, 0], points[~on_front, 1], s=18, color=colour, alpha=0.25, linewidths=0)
+        front = points[on_front & ~np.isnan(points).any(axis=1)]
+        axes.scatter(front[:, 0], front[:, 1], s=30, color=colour, edgecolors="black", linewidths=0.5, zorder=3)
+        if len(front):
+            xs, ys = _staircase(front, maximize)
+            axes.plot(xs, ys, color=colour, linewidth=1.5, label=label, zorder=2)
+    handles, labels = axes.get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], linestyle="", marker="o", color="#555555", alpha=0.25))
+    labels.append("off the front (faint)")
+    arrows = [("→" if up else "←", "↑" if up else "↓") for up in maximize]
+    axes.set_xlabel(f"{axis_labels[0]} ({arrows[0][0]} better)")
+    axes.set_ylabel(f"{axis_labels[1]} ({arrows[1][1]} better)")
+    if title:
+        axes.set_title(textwrap.fill(title, 60), fontsize=9)
+    axes.legend(handles, labels, fontsize=7)
     return _save(figure, path)

@@ -11,7 +11,8 @@ and figures/*.png.
 A study with strata (search.strata, e.g. one search per imbalance ratio) also gets the best
 configuration per stratum, chosen by the search's metric and mode within the stratum (table
 `best_by_stratum`), the best value of each searched numeric parameter against the stratum's value
-(figures/best_by_stratum.png) and the Optuna figures of each stratum's own Optuna study.
+(figures/best_by_stratum.png) and the Optuna figures of each stratum's own Optuna study (and each
+variant's, with search.split_by_variant: ncstudy.strata.searches).
 
 Every table of configurations lists them in the shot table's order (ncstudy.outputs.tables).
 figures/angles_best.png is Figure 2 of Liu et al. (AISTATS 2023): the angles between the centred
@@ -24,12 +25,22 @@ ablation's CE or CE-DRW variant), taken on the best's task (its stratum and data
 ablation's imbalance ratio); where there is none (a search over
 the weights alone) the best is drawn alone: the worst configuration of a search is no baseline, it
 differs from the best in whatever the search varied, not in whether the terms act.
+
+A multi-objective study (search.objectives) has no single best configuration, so it has neither the
+best per stratum nor angles_best.png/norms_best.png (nothing would choose the "best" but the unused
+default `search.metric`); the fronts replace them (ncstudy.outputs.pareto): per stratum and variant,
+the configurations on the Pareto front of the validation objectives (table `front`), each front's
+hypervolume on the test counterparts with a bootstrap interval over seeds, and with --baseline
+naming a variant the difference against it (table `hypervolume`, and a sentence per stratum), and
+figures/pareto[_<stratum>].png. Lists are ordered by the first objective (search.first_objective),
+the configurations on a front first where the figures pick a few.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +52,20 @@ from ncstudy.config import (
 )  # fmt: skip
 from ncstudy.data.groups import frequency_groups
 from ncstudy.errors import StudyError
-from ncstudy.outputs.figures import accuracy_vs_count, angle_heatmaps, best_by_stratum, metric_curves, norm_bars, optuna_figures
+from ncstudy.outputs.figures import (
+    accuracy_vs_count, angle_heatmaps, best_by_stratum, metric_curves, norm_bars, optuna_figures,
+)  # fmt: skip
 from ncstudy.outputs.formatting import value_text
 from ncstudy.outputs.results import read_experiment, write_text
 from ncstudy.outputs.commands import ncstudy_command, no_study_error
+from ncstudy.outputs.front_report import front_section, pareto_figures
+from ncstudy.outputs.pareto import StratumFronts, stratum_fronts, on_test
 from ncstudy.outputs.study_folder import held_by_this_process, lock_held
 from ncstudy.smoke import SMOKE_FILE
-from ncstudy.strata import optuna_study_names, strata, strata_columns, stratum_slug
+from ncstudy.strata import optuna_study_names, searches, strata, strata_columns, stratum_slug
 from ncstudy.outputs.tables import (
-    NC_GROUP_COLUMNS, Table, ablation_table, best_per_stratum, nc_table, paired_differences, shot_table, to_markdown,
-    with_recipes, write_tables,
+    NC_GROUP_COLUMNS, Table, ablation_table, best_per_stratum, front_table, hypervolume_table, nc_table,
+    paired_differences, shot_table, to_markdown, with_recipes, write_tables,
 )  # fmt: skip
 from ncstudy.terms import recipe_label
 
@@ -87,12 +102,62 @@ class StudyResults:
         return strata_columns(self.config)
 
     def best_by_stratum(self) -> Table | None:
-        """The best configuration per stratum (ncstudy.outputs.tables.best_per_stratum), if the study has strata."""
-        finished = self.finished
-        if not self.strata or finished.empty or any(c not in finished for c in self.strata):
+        """The best configuration per stratum (ncstudy.outputs.tables.best_per_stratum), if the study has
+        strata and one objective: several objectives rank no configuration first, and the front per
+        stratum (`fronts`) takes this table's place (module docstring)."""
+        finished, search = self.finished, self.config.search
+        if not self.strata or finished.empty or any(c not in finished for c in self.strata) or search.multi_objective:
             return None
-        search = self.config.search
         return best_per_stratum(finished, self.strata, self.by, search.metric, higher_is_better=search.mode == "max")
+
+    def stratum_rows(self) -> list[tuple[dict, np.ndarray]]:
+        """(stratum, which finished trials are in it) for each stratum that has finished trials: the
+        strata as the config names them (ncstudy.strata.strata, as the Optuna studies and file names
+        do), one empty stratum holding every trial without strata (or where the trials lack a strata
+        column, e.g. a copied study from before its strata)."""
+        finished = self.finished
+        if not self.strata or any(c not in finished for c in self.strata):
+            return [({}, np.ones(len(finished), dtype=bool))] if len(finished) else []
+        found = []
+        for stratum in strata(self.config):
+            inside = np.logical_and.reduce([(finished[f"param.{k}"] == v).to_numpy() for k, v in stratum.items()])
+            if inside.any():
+                found.append((stratum, inside))
+        return found
+
+    @property
+    def variant_column(self) -> str | None:
+        """The trials' variant column (`param.variant`), where the study has variants."""
+        return VARIANT if VARIANT in self.finished else None
+
+    @property
+    def front_columns_missing(self) -> list[str]:
+        """The objectives and test counterparts of a multi-objective study that the trials lack."""
+        wanted = [c for o in self.config.search.objective_directions for c in (o, on_test(o))]
+        return [c for c in wanted if c not in self.finished]
+
+    @cached_property
+    def fronts(self) -> dict[tuple, StratumFronts]:
+        """stratum values (`stratum_rows`; () without strata) -> the Pareto fronts of its variants
+        (ncstudy.outputs.pareto.stratum_fronts, whose bootstrap is computed once here for the tables
+        and the figures); empty for a study of one objective, or whose trials lack an objective."""
+        search = self.config.search
+        if not search.multi_objective or self.front_columns_missing:
+            return {}
+        return {
+            tuple(stratum.values()): stratum_fronts(
+                self.finished[inside], self.by, search.objective_directions, self.variant_column
+            )
+            for stratum, inside in self.stratum_rows()
+        }
+
+    @property
+    def on_front(self) -> np.ndarray:
+        """Per finished trial, whether its configuration is on its variant's front in its stratum."""
+        on_front = np.zeros(len(self.finished), dtype=bool)
+        for (_, inside), front in zip(self.stratum_rows(), self.fronts.values()):
+            on_front[inside] = front.trial_on_front
+        return on_front
 
 
 def driver_alive(folder: Path) -> bool:
@@ -228,11 +293,41 @@ def _baseline_recipe(study: StudyResults, baseline: str) -> str | None:
     return recipe_of(study.config, rows.iloc[0]) if len(rows) == 1 else None
 
 
+def _order(study: StudyResults) -> dict:
+    """How the tables of configurations are ordered: by the first objective (`search.metric` with one),
+    in its direction (best first), within each stratum."""
+    search = study.config.search
+    metric, mode = search.first_objective
+    order = {"sort_by": metric, "strata": [c for c in study.strata if c in study.by]}
+    return {**order, "higher_is_better": mode == "max"}
+
+
+def baseline_variant(study: StudyResults, baseline: str | None):
+    """The variant that --baseline names (`--baseline CE` or `--baseline variant=CE`) if the study
+    ran it, else None: a front is a variant's, so only a variant is a baseline for the hypervolume."""
+    wanted = _baseline(baseline) if baseline else {}
+    finished = study.finished
+    if set(wanted) != {"variant"} or VARIANT not in finished:
+        return None
+    return next((v for v in finished[VARIANT].unique() if str(v) == str(wanted["variant"])), None)
+
+
+def _fronts_only(study: StudyResults, baseline: str) -> bool:
+    """Whether --baseline names a variant of a multi-objective study that ran several configurations of
+    it: the paired differences need one baseline configuration, the fronts compare variants whole
+    (so the report gives those, where a study of one objective is refused such a baseline)."""
+    variant = baseline_variant(study, baseline)
+    if variant is None or not study.config.search.multi_objective:
+        return False
+    finished = study.finished
+    return len(finished.loc[finished[VARIANT] == variant, study.by].drop_duplicates()) > 1
+
+
 def study_tables(study: StudyResults, baseline: str | None) -> dict:
     finished, by = study.finished, study.by
     if finished.empty:
         return {}
-    order = {"sort_by": study.config.search.metric, "strata": [c for c in study.strata if c in by]}
+    order = _order(study)
     config = study.config
     tables = {
         "shot": _with_recipes(config, shot_table(finished, by, **order)),
@@ -242,7 +337,13 @@ def study_tables(study: StudyResults, baseline: str | None) -> dict:
     best_by_stratum = study.best_by_stratum()
     if best_by_stratum is not None:  # a row's values are its best configuration's: its recipe, listed below it
         tables["best_by_stratum"] = with_recipes(best_by_stratum, _recipes(config, best_by_stratum), shown=False)
-    if baseline:
+    if study.fronts:
+        columns = study.strata if () not in study.fronts else []  # the columns that the fronts' keys give
+        objectives = config.search.objective_directions
+        front = front_table(finished, by, columns, objectives, study.on_front, study.variant_column)
+        tables["front"] = _with_recipes(config, front)
+        tables["hypervolume"] = hypervolume_table(study.fronts, columns, baseline_variant(study, baseline))
+    if baseline and not _fronts_only(study, baseline):
         try:
             differences = paired_differences(finished, by, _baseline(baseline), seed_column=SEED)
             tables["differences"] = _with_recipes(config, differences)
@@ -269,8 +370,7 @@ def study_figures(study: StudyResults, folder: Path, baseline: str | None = None
         return []
     written = []
     labels = _labels(study)
-    order = finished.assign(label=labels).groupby("label")[study.config.search.metric].mean()
-    ranked = order.sort_values(ascending=study.config.search.mode == "min").index.tolist()
+    ranked = _ranked_labels(study, labels)
     best_labels = ranked[:MOST_CURVES]
     curves = {}
     for label in best_labels:
@@ -287,7 +387,9 @@ def study_figures(study: StudyResults, folder: Path, baseline: str | None = None
         lines = {label: (means[label].index.tolist(), means[label].tolist()) for label in best_labels if label in means}
         figure = metric_curves(lines, ylabel, folder / f"{key.removeprefix('train_')}_over_epochs.png", log) if lines else None
         written += [figure] if figure else []  # None: NC measured once (ncstudy.outputs.figures, module docstring)
-    written += _best_collapse_figures(study, labels, ranked, baseline, folder)
+    if not study.config.search.multi_objective:  # no single best to draw (module docstring): the fronts instead
+        written += _best_collapse_figures(study, labels, ranked, baseline, folder)
+    written += pareto_figures(study, folder)
     figure = _best_by_stratum_figure(study, folder)
     if figure is not None:
         written.append(figure)
@@ -295,14 +397,28 @@ def study_figures(study: StudyResults, folder: Path, baseline: str | None = None
     if optuna_db.exists():
         import optuna
 
-        suffixes = [f"_{stratum_slug(s)}" for s in strata(study.config)] if study.strata else [""]
-        for name, suffix in zip(optuna_study_names(study.config), suffixes):  # one Optuna study per stratum
+        split = study.strata or study.config.search.split_by_variant
+        suffixes = [f"_{stratum_slug(s)}" for s in searches(study.config)] if split else [""]
+        for name, suffix in zip(optuna_study_names(study.config), suffixes):  # an Optuna study per search (stratum, variant)
             try:
                 optuna_study = optuna.load_study(study_name=name, storage=f"sqlite:///{optuna_db.resolve()}")
             except KeyError:  # no Optuna study of that name (a grid study)
                 continue
             written += optuna_figures(optuna_study, folder, suffix)
     return written
+
+
+def _ranked_labels(study: StudyResults, labels: pd.Series) -> list[str]:
+    """The configurations' labels best first by the mean of the first objective (`search.metric`
+    with one); with several, those on a front first (each front is as good as any other
+    configuration), so the figures that draw a few configurations draw the front's."""
+    metric, mode = study.config.search.first_objective
+    order = study.finished.assign(label=labels).groupby("label")[metric].mean()
+    ranked = order.sort_values(ascending=mode == "min").index.tolist()
+    if not study.fronts:
+        return ranked
+    on_front = set(labels[study.on_front])
+    return [label for label in ranked if label in on_front] + [label for label in ranked if label not in on_front]
 
 
 def _collapse_arrays(rows: pd.DataFrame) -> list:
@@ -501,8 +617,11 @@ def _study_section(study: StudyResults, tables: dict, baseline: str | None = Non
         copy_of = json.loads((study.folder / SMOKE_FILE).read_text()).get("copy_of", "a study")
         lines += [f"**A `--smoke` copy of `{copy_of}`**: fewer epochs, images and configurations (what changed: "
                   f"`{SMOKE_FILE}`); it shows that every part runs, its numbers are not results.", ""]  # fmt: skip
+    objective = f"Objective: `{search.metric}` ({search.mode})"
+    if search.multi_objective:
+        objective = "Objectives: " + ", ".join(f"`{name}` ({mode})" for name, mode in search.objective_directions.items())
     lines.append(
-        f"{len(finished)} trials finished of {len(everything)} started. Objective: `{search.metric}` ({search.mode}) on "
+        f"{len(finished)} trials finished of {len(everything)} started. {objective} on "
         "the validation split; the accuracy columns are on the test set, in percent, mean ± std over seeds where a "
         "configuration ran with several; a group's accuracy is the mean of its classes' accuracies and its header "
         "gives its class count; `-` marks an empty group; bold is the best per column (per stratum, in a stratified "
@@ -516,6 +635,9 @@ def _study_section(study: StudyResults, tables: dict, baseline: str | None = Non
         lines += ["", f"Training counts below the imbalance profile's, so that every class keeps "
                   f"{study.config.data.val_per_class} validation images: {'; '.join(map(str, notes))}."]  # fmt: skip
     lines += _not_in_tables(everything, study.config.train.total_epochs, ncstudy_command("resume", study.name, study.folder.parent))
+    if search.multi_objective and not finished.empty:
+        fronts_only = bool(baseline) and _fronts_only(study, baseline)
+        lines += front_section(study, tables, baseline, baseline_variant(study, baseline), fronts_only)
     if "best_by_stratum" in tables:
         keys = ", ".join(f"`{key}`" for key in search.strata)
         searched = ("every combination of the grid" if search.algorithm == "grid" else

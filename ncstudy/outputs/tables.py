@@ -15,6 +15,10 @@ differences against a baseline, neural-collapse metrics; each rendered as Markdo
   metric; grouped by stratum in a stratified study), so a row of the NC tables sits where the same
   configuration sits in the accuracy table; and one header per metric (`HEADERS`: `NC1 many`, `min
   angle many-few (deg)`), never a raw metric name beside a named one.
+- Fronts of a multi-objective study (search.objectives; ncstudy.outputs.pareto): the configurations
+  on each variant's Pareto front per stratum, selected on the validation objectives, with their test
+  accuracies (`front_table`), and each front's hypervolume on the test counterparts with its
+  bootstrap interval over seeds and its difference against a baseline variant (`hypervolume_table`).
 - The ablation layout is Table 7 of Liu et al., "Inducing Neural Collapse in Deep Long-tailed
   Learning" (AISTATS 2023): a row per method variant, a column per data set x imbalance ratio.
 - Differences against a baseline pair the trials by seed (the same seed draws the same subset and
@@ -42,6 +46,7 @@ import pandas as pd
 from ncstudy.atomic import replaced_atomically
 from ncstudy.data.groups import GROUPS
 from ncstudy.outputs.formatting import missing, value_text
+from ncstudy.outputs.pareto import BOOTSTRAP_DRAWS, CONFIDENCE, StratumFronts, on_test
 
 DASH = "-"
 PLUS_MINUS = "±"
@@ -200,12 +205,20 @@ def _group_header(trials: pd.DataFrame, column: str) -> str:
     return f"{header} ({low})" if low == high else f"{header} ({low}-{high})"
 
 
-def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "test_acc_all", strata: Sequence[str] = ()) -> Table:
+def shot_table(
+    trials: pd.DataFrame,
+    by: list[str],
+    sort_by: str = "test_acc_all",
+    strata: Sequence[str] = (),
+    higher_is_better: bool = True,
+) -> Table:
     """Head/medium/tail: a row per configuration, All / Many / Medium / Few as mean ± std over its
-    trials in percent, n trials; best first by the mean of `sort_by` (higher is better). With
-    `strata` (columns of `by`: search.strata) rows are grouped by stratum, in ascending order, and
-    the best per column is marked within each stratum, since only there are trials compared."""
-    numbers = _ranked(aggregate(trials, by, list(dict.fromkeys([*ACCURACY_COLUMNS, sort_by]))), sort_by, strata)
+    trials in percent, n trials; best first by the mean of `sort_by` (`higher_is_better` says which
+    end is best). With `strata` (columns of `by`: search.strata) rows are grouped by stratum, in
+    ascending order, and the best per column is marked within each stratum, since only there are
+    trials compared."""
+    columns = list(dict.fromkeys([*ACCURACY_COLUMNS, sort_by]))
+    numbers = _ranked(aggregate(trials, by, columns), sort_by, strata, higher_is_better)
     headers = {c: _group_header(trials, c) for c in ACCURACY_COLUMNS}
     shown, marked = {}, set()
     groups = numbers.groupby(list(strata), dropna=False, sort=False).indices.values() if strata else [range(len(numbers))]
@@ -218,11 +231,13 @@ def shot_table(trials: pd.DataFrame, by: list[str], sort_by: str = "test_acc_all
     return Table(numbers, display, len(by), frozenset(marked))
 
 
-def _ranked(numbers: pd.DataFrame, sort_by: str, strata: Sequence[str] = ()) -> pd.DataFrame:
-    """The rows of `aggregate` best first by the mean of `sort_by` (higher is better; ties and missing
-    values keep trial order, `_rounded`); with `strata`, grouped by stratum in ascending order (a stable sort:
-    best first within each stratum)."""
-    numbers = numbers.sort_values(f"{sort_by}_mean", ascending=False, na_position="last", kind="stable", key=_rounded)
+def _ranked(numbers: pd.DataFrame, sort_by: str, strata: Sequence[str] = (), higher_is_better: bool = True) -> pd.DataFrame:
+    """The rows of `aggregate` best first by the mean of `sort_by` (ties and missing values keep trial
+    order, `_rounded`); with `strata`, grouped by stratum in ascending order (a stable sort: best
+    first within each stratum)."""
+    numbers = numbers.sort_values(
+        f"{sort_by}_mean", ascending=not higher_is_better, na_position="last", kind="stable", key=_rounded
+    )
     if strata:
         order = sorted(range(len(numbers)), key=lambda i: _stratum_order([numbers[c].iloc[i] for c in strata]))
         numbers = numbers.iloc[order]
@@ -235,15 +250,17 @@ def nc_table(
     columns: Sequence[str] = NC_COLUMNS,
     sort_by: str | None = None,
     strata: Sequence[str] = (),
+    higher_is_better: bool = True,
 ) -> Table:
     """NC metrics per configuration, mean ± std to 3 significant digits; columns absent from
     `trials` (NC3/NC4 need the classifier) are left out, all-NaN ones show a dash. Rows in order of
-    first appearance, or, given `sort_by` (and `strata`), in the order of `shot_table` with the same
-    arguments, so that both tables list the configurations alike; `sort_by` itself is not shown."""
+    first appearance, or, given `sort_by` (and `strata`, `higher_is_better`), in the order of
+    `shot_table` with the same arguments, so that both tables list the configurations alike;
+    `sort_by` itself is not shown."""
     present = [c for c in columns if c in trials.columns]
     numbers = aggregate(trials, by, present if sort_by is None else list(dict.fromkeys([*present, sort_by])))
     if sort_by is not None:
-        numbers = _ranked(numbers, sort_by, strata)
+        numbers = _ranked(numbers, sort_by, strata, higher_is_better)
         if sort_by not in present:
             numbers = numbers.drop(columns=[f"{sort_by}_{s}" for s in ("mean", "std", "n")])
     shown, _ = _mean_std_columns(numbers, {c: HEADERS.get(c, c) for c in present}, mark_best=False)
@@ -305,6 +322,124 @@ def _tie_notes(numbers: pd.DataFrame, strata: list[str], metric: str) -> tuple[s
         tied = f"{int(row['ties'])} configurations tie for the best {metric} (val), {best}"
         notes.append(f"{stratum}: {tied}; shown: the first in trial order")
     return tuple(notes)
+
+
+def front_table(
+    trials: pd.DataFrame,
+    by: list[str],
+    strata: list[str],
+    objectives: Mapping[str, str],
+    on_front: Sequence[bool],
+    variant_column: str | None = None,
+) -> Table:
+    """The configurations on a Pareto front (`on_front`: per trial, whether its configuration is on
+    its variant's front in its stratum, ncstudy.outputs.pareto.StratumFronts.trial_on_front): a row
+    per such configuration, grouped by stratum (ascending), then variant (in trial order), best first
+    by the first objective within each; its values, the validation objectives (`(val)`), the test
+    All / Many / Medium / Few (and the test counterpart of any other objective, e.g. the test loss)
+    as mean ± std over its trials (seeds), n trials. No cell is bold: every row is non-dominated."""
+    searched = [c for c in by if c not in strata]
+    labels = [*strata, *searched]
+    tested = [on_test(o) for o in objectives if on_test(o) not in ACCURACY_COLUMNS]
+    columns = list(dict.fromkeys([*objectives, *ACCURACY_COLUMNS, *tested]))
+    numbers = aggregate(trials[np.asarray(on_front, dtype=bool)], labels, columns)
+    first, mode = next(iter(objectives.items()))
+    numbers = numbers.sort_values(f"{first}_mean", ascending=mode == "min", na_position="last", kind="stable", key=_rounded)
+    variants = list(dict.fromkeys(trials[variant_column])) if variant_column else []
+    order = sorted(
+        range(len(numbers)),
+        key=lambda i: (_stratum_order(numbers[strata].iloc[i].tolist()),
+                       variants.index(numbers[variant_column].iloc[i]) if variant_column else 0),
+    )  # fmt: skip
+    numbers = numbers.iloc[order].reset_index(drop=True)
+    headers = {**{o: f"{o} (val)" for o in objectives}, **{c: _group_header(trials, c) for c in ACCURACY_COLUMNS},
+               **{c: c.replace("_", " ") for c in tested}}  # fmt: skip
+    shown, _ = _mean_std_columns(numbers, headers, mark_best=False)
+    display = pd.DataFrame({**_label_columns(numbers, labels), **shown, "n": [str(n) for n in numbers["n"]]})
+    return Table(numbers, display, len(labels))
+
+
+def _points(value: float, signed: bool = False) -> str:
+    """A hypervolume (percent of its box) or a difference of two, in points with one decimal."""
+    return DASH if missing(value) else f"{value:{'+' if signed else ''}.1f}"
+
+
+def _with_interval(value: float, low: float, high: float, signed: bool = False) -> str:
+    if missing(value):
+        return DASH
+    return f"{_points(value, signed)} [{_points(low, signed)}, {_points(high, signed)}]"
+
+
+def hypervolume_table(
+    fronts: Mapping[tuple, StratumFronts], strata: list[str], baseline: Any = None, confidence: float = CONFIDENCE
+) -> Table:
+    """A row per stratum (`fronts`' keys: the values of the `strata` columns) and variant: the
+    configurations, the front's size, its hypervolume (percent of the box from the reference to the
+    ideal point, on the test counterparts; ncstudy.outputs.pareto) with its bootstrap percentile
+    interval, and, given a `baseline` variant, the draw-by-draw difference against it with its
+    interval (bold where the interval excludes 0, unless it is one point: one seed per configuration
+    leaves no spread to exclude anything; a dash on the baseline's own row and in a stratum without
+    it). The CSV also has each row's reference and ideal point (`reference_<test column>`,
+    `ideal_<test column>`); the notes say the reference, the units and the interval."""
+    records = []
+    variant_column = next((f.variant_column for f in fronts.values() if f.variant_column), None)
+    for key, front in fronts.items():
+        for variant in front.variants:
+            record: dict[str, Any] = dict(zip(strata, key))
+            if variant_column:
+                record[variant_column] = variant
+            configurations = front.of(variant)
+            low, high = front.interval(variant, confidence)
+            record |= {"configurations": len(configurations), "front": int(configurations["on_front"].sum()),
+                       "hypervolume": front.hypervolume[variant], "hypervolume_low": low, "hypervolume_high": high}  # fmt: skip
+            if baseline is not None:
+                compared = baseline in front.variants and variant != baseline
+                difference = front.difference(variant, baseline, confidence) if compared else (math.nan,) * 3
+                record |= dict(zip(("difference", "difference_low", "difference_high"), difference))
+            test = [on_test(o) for o in front.objectives]
+            record |= {f"reference_{c}": r for c, r in zip(test, front.reference)}
+            record |= {f"ideal_{c}": i for c, i in zip(test, front.ideal)}
+            records.append(record)
+    numbers = pd.DataFrame(records)
+    labels = [*strata, *([variant_column] if variant_column else [])]
+    def intervals(name: str, signed: bool = False) -> list[str]:
+        return [_with_interval(*c, signed=signed) for c in zip(*(numbers[f"{name}{s}"] for s in ("", "_low", "_high")))]
+
+    display = {**_label_columns(numbers, labels), "configurations": numbers["configurations"].astype(str).tolist(),
+               "front": numbers["front"].astype(str).tolist(), "hypervolume (%)": intervals("hypervolume")}  # fmt: skip
+    marked: set[tuple[int, str]] = set()
+    if baseline is not None:
+        header = f"vs {baseline}"
+        display[header] = intervals("difference", signed=True)
+        low, high = numbers["difference_low"], numbers["difference_high"]
+        marked = {(int(i), header) for i in np.flatnonzero(((low > 0) | (high < 0)) & (low < high))}
+    return Table(numbers, pd.DataFrame(display), len(labels), frozenset(marked), _hypervolume_notes(fronts, confidence))
+
+
+def _hypervolume_notes(fronts: Mapping[tuple, StratumFronts], confidence: float) -> tuple[str, ...]:
+    """What the hypervolume table's numbers are: the box (reference and ideal point), the units, which
+    numbers chose the front and which measure it, and the interval."""
+    front = next(iter(fronts.values()), None)
+    if front is None:
+        return ()
+    ends = []
+    for index, (objective, mode) in enumerate(front.objectives.items()):
+        column = on_test(objective)
+        if "_acc_" in objective:
+            reference, ideal = (0, 100) if mode == "max" else (100, 0)
+            ends.append(f"{column} {reference}% -> {ideal}%")
+        else:
+            end = "reference" if mode == "min" else "ideal"  # the largest value in the stratum is that end
+            values = ", ".join(f"{getattr(f, end)[index]:.3g}" for f in fronts.values())
+            largest = f"the largest in the stratum ({values}; CSV: {end}_{column})"
+            ends.append(f"{column} {largest} -> 0" if mode == "min" else f"{column} 0 -> {largest}")
+    return (
+        f"Hypervolume: percent of the box from the reference point to the ideal point ({'; '.join(ends)}), covered by "
+        "the test means of the configurations that the validation front selected (the front is chosen on the validation "
+        "objectives, so their own hypervolume would be optimistic); differences are in hypervolume points.",
+        f"[low, high]: {100 * confidence:g}% bootstrap percentile interval over {BOOTSTRAP_DRAWS} draws, resampling seeds "
+        "within each configuration (a configuration with one seed contributes no spread); a difference is taken draw by draw.",
+    )
 
 
 def _combine(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, study_column: str) -> pd.DataFrame:

@@ -21,14 +21,14 @@ import ray
 from ray import tune
 
 from ncstudy.config import StudyConfig, check_study_name, dump_yaml, load_study, space_candidates, with_params
-from ncstudy.data.build import build_data, load_source, source_key
+from ncstudy.data.build import StudyData, build_data, load_source, source_key
 from ncstudy.data.sources import Source
 from ncstudy.errors import StorageFault, StudyError
 from ncstudy.outputs.commands import ncstudy_command, no_study_error
 from ncstudy.outputs.report import build_report
 from ncstudy.smoke import SMOKE_FILE
 from ncstudy.outputs.results import ReportLog, read_experiment, write_parquet, write_text
-from ncstudy.strata import optuna_study_names, strata, stratum_slug
+from ncstudy.strata import strata, stratum_slug
 from ncstudy.study.capacity import NODE_WAIT, CapacityWatch
 from ncstudy.study.cluster import (
     check_local_resources, check_reachable, check_resources, check_shared_results, init_ray, trial_needs,
@@ -38,7 +38,7 @@ from ncstudy.study.interrupt import INTERRUPTION
 from ncstudy.study.lost_trials import requeue_lost_trials
 from ncstudy.study.optuna_records import close_orphaned, record_resumed
 from ncstudy.study.progress import StudyProgress
-from ncstudy.study.search import OPTUNA_FILE, open_optuna_in, planned_trials, scheduler, searcher_and_space
+from ncstudy.study.search import OPTUNA_FILE, open_optuna_in, planned_trials, scheduler, searched_metric, searcher_and_space
 from ncstudy.outputs.study_folder import (
     LOCK_FILE, TUNE_EXPERIMENT, StudyLock, StudyPaths, check_restart, clear_for_restart, is_unfinished, read_tracking,
     study_paths, write_state, write_tracking,
@@ -74,7 +74,7 @@ def _tune_run_config(study: StudyConfig, paths: StudyPaths, verbose: bool, fail_
             ReportLog(),
             TrialRuns(),
             StudyProgress(
-                planned_trials(study), study.train.total_epochs, study.search.metric,
+                planned_trials(study), study.train.total_epochs, searched_metric(study)[0],
                 capacity=CapacityWatch(trial_needs(study), study.resources.node_wait_s),
             ),  # fmt: skip
         ],
@@ -92,8 +92,10 @@ def build_tuner(
         _trainable(study, paths, source),
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=study.search.metric,
-            mode=study.search.mode,
+            # Several objectives: no single metric ranks trials, so Tune is given none (the searcher
+            # has the lists; ASHA, which needs one, is refused by the schema).
+            metric=None if study.search.multi_objective else study.search.metric,
+            mode=None if study.search.multi_objective else study.search.mode,
             search_alg=searcher,
             scheduler=scheduler(study),
             num_samples=num_samples,
@@ -111,17 +113,32 @@ def build_tuner(
 
 def preflight(study: StudyConfig) -> Source:
     """Load the data set and cut the splits for the base config and for every data value the space
-    or the strata can produce, so a ratio that empties a class fails here, before anything is written."""
+    or the strata can produce, so a ratio that empties a class, or a frequency group an objective
+    measures, fails here, before anything is written."""
     source = load_source(study.data)
-    build_data(study.data, source)
+    _check_objective_groups(study, build_data(study.data, source), "")
     candidates = {key: space_candidates(param) for key, param in study.search.space.items()}
     candidates.update({key: list(values) for key, values in study.search.strata.items()})
     for key, values in candidates.items():
         if key.startswith("data."):
             for value in values:
                 trial_data = with_params(study, {key: value}).data
-                build_data(trial_data, source if source_key(trial_data) == source_key(study.data) else None)
+                built = build_data(trial_data, source if source_key(trial_data) == source_key(study.data) else None)
+                _check_objective_groups(study, built, f" at {key} = {value}")
     return source
+
+
+def _check_objective_groups(study: StudyConfig, data: StudyData, where: str) -> None:
+    """An objective on a frequency group (val_acc_few) needs the group to hold a class: an empty
+    group's accuracy is missing (NaN), which Optuna cannot rank, so the search would learn nothing."""
+    for name in study.search.objective_directions:
+        group = name.removeprefix("val_acc_")
+        if group in data.groups and not data.groups[group]:
+            key = "search.objectives" if study.search.multi_objective else "search.metric"
+            raise StudyError(
+                f"{key}: {name} is never measured: the split{where} has no {group}-shot class "
+                "(data.shot_split groups the classes); choose another objective or split"
+            )
 
 
 @dataclass(frozen=True)
@@ -385,7 +402,9 @@ def _finish(study: StudyConfig, paths: StudyPaths, tracker: StudyTracker, parent
     write_parquet(done, paths.folder / "trials.parquet")
     write_parquet(epochs, paths.folder / "epochs.parquet")
     build_report([study.name], paths.results)
-    for stratum in strata(study):  # one best per stratum; the one empty stratum without strata
+    if study.search.multi_objective:  # no best trial: the report's fronts (tables/, figures/) are the outcome
+        tracker.tag_objectives(parent_run_id, study.search.objective_directions)
+    for stratum in strata(study) if not study.search.multi_objective else ():  # one best per stratum
         rows = trials
         for key, value in stratum.items():
             column = rows[f"param.{key}"] if f"param.{key}" in rows else None
@@ -410,7 +429,7 @@ def _outcome(study: StudyConfig, paths: StudyPaths, trials: pd.DataFrame, tracke
     failed = [(r.trial_id, int(r.epochs_done), str(r.error)) for r in rows[rows["status"] == "failed"].itertuples()]
     interrupted = INTERRUPTION.interrupted or (finished + len(failed) < planned and not failed)
     ui = tracker.uri if tracker.uri.startswith(("http://", "https://")) else LOCAL_UI
-    page = experiment_page(ui, tracker.experiment_id, study.search.metric, study.search.mode)
+    page = experiment_page(ui, tracker.experiment_id, *study.search.first_objective)
     return StudyOutcome(paths.folder, planned, finished, failed, interrupted, tracker.uri, page)
 
 

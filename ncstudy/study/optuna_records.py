@@ -21,18 +21,19 @@ import optuna
 import pandas as pd
 
 from ncstudy.config import StudyConfig
-from ncstudy.strata import optuna_study_names
+from ncstudy.strata import optuna_study_names, searches
 from ncstudy.study.search import SEED_KEY
 
 RESUMED_FROM = "ncstudy_resumed_from"
 
 
-def _studies(study: StudyConfig, storage: str) -> list[optuna.Study]:
-    """The search's Optuna studies (one, or one per stratum); none for a grid or an unsearched study."""
+def _studies(study: StudyConfig, storage: str) -> list[tuple[optuna.Study, dict]]:
+    """The search's Optuna studies (one, or one per stratum and, with split_by_variant, variant), each
+    with the fixed values its trials carry beside its parameters; none for a grid or an unsearched study."""
     found = []
-    for name in optuna_study_names(study):
+    for name, fixed in zip(optuna_study_names(study), searches(study)):
         try:
-            found.append(optuna.load_study(study_name=name, storage=storage))
+            found.append((optuna.load_study(study_name=name, storage=storage), fixed))
         except KeyError:  # no Optuna study of that name (a grid study)
             continue
     return found
@@ -42,20 +43,20 @@ def close_orphaned(study: StudyConfig, folder: Path, storage: str) -> None:
     """Optuna trials still RUNNING end FAIL (module docstring)."""
     if not (folder / "optuna.db").exists():
         return
-    for optuna_study in _studies(study, storage):
+    for optuna_study, _ in _studies(study, storage):
         for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def record_resumed(study: StudyConfig, folder: Path, storage: str, trials: pd.DataFrame) -> int:
     """For each FAIL Optuna trial whose configuration finished on every seed after a resume, a
-    COMPLETE trial with the mean of the search's metric over the seeds (as SeedRepeater tells it);
+    COMPLETE trial with the mean of each objective over the seeds (as SeedRepeater tells it);
     returns how many were added."""
     if not (folder / "optuna.db").exists() or not len(trials):
         return 0
-    metric, added = study.search.metric, 0
+    objectives, added = list(study.search.objective_directions), 0
     finished = trials[trials["status"].isin(["finished", "stopped"])]
-    for optuna_study in _studies(study, storage):
+    for optuna_study, fixed in _studies(study, storage):
         trials_now = optuna_study.get_trials(deepcopy=False)
         recorded = {t.user_attrs.get(RESUMED_FROM) for t in trials_now} | {
             _key(t.params) for t in trials_now if t.state == optuna.trial.TrialState.COMPLETE
@@ -63,12 +64,13 @@ def record_resumed(study: StudyConfig, folder: Path, storage: str, trials: pd.Da
         for failed in (t for t in trials_now if t.state == optuna.trial.TrialState.FAIL):
             if failed.number in recorded or _key(failed.params) in recorded:
                 continue
-            values = _finished_values(finished, failed.params, metric)
-            if len(values) < len(study.search.seed_list):
+            configuration = {**fixed, **failed.params}  # its stratum's rows only: another may share the params
+            per_objective = [_finished_values(finished, configuration, name) for name in objectives]
+            if any(len(values) < len(study.search.seed_list) for values in per_objective):
                 continue
             optuna_study.add_trial(optuna.trial.create_trial(
-                params=failed.params, distributions=failed.distributions, value=statistics.fmean(values),
-                user_attrs={RESUMED_FROM: failed.number},
+                params=failed.params, distributions=failed.distributions,
+                values=[statistics.fmean(values) for values in per_objective], user_attrs={RESUMED_FROM: failed.number},
             ))  # fmt: skip
             added += 1
     return added

@@ -34,10 +34,19 @@ def _percent(value: Any) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
+def _value(name: str, value: Any) -> str:
+    """An accuracy in percent; a loss (val_loss) as it is."""
+    if "loss" in name and value is not None and not (isinstance(value, float) and math.isnan(value)):
+        return f"{value:.3f}"
+    return _percent(value)
+
+
 class StudyProgress(Callback):
     capacity: CapacityWatch | None = None  # also for a callback that a study saved before the watch existed
 
-    def __init__(self, planned: int, epochs: int, metric: str, every_s: float = 10.0, capacity: CapacityWatch | None = None):
+    def __init__(
+        self, planned: int, epochs: int, metric: str | list[str], every_s: float = 10.0, capacity: CapacityWatch | None = None
+    ):
         self.planned = planned
         self.epochs = epochs
         self.metric = metric
@@ -66,6 +75,11 @@ class StudyProgress(Callback):
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed:6.0f}s] {text}", file=sys.stdout, flush=True)  # looked up now: Tune pickles callbacks
 
+    def _objectives(self, result: dict) -> str:
+        """The objective's value, or each objective's (search.objectives): `val_acc_many 61.0 val_acc_few 12.5`."""
+        names = [self.metric] if isinstance(self.metric, str) else self.metric
+        return " ".join(f"{name} {_value(name, result.get(name))}" for name in names)
+
     def _count(self) -> str:
         return f"({(self.ended_before or 0) + self.ended}/{self.planned})"
 
@@ -89,7 +103,7 @@ class StudyProgress(Callback):
             self.last_line[trial.trial_id] = now
             self._say(
                 f"trial {trial.trial_id} epoch {epoch}/{self.epochs}  "
-                f"{self.metric} {_percent(result.get(self.metric))}{self._eta()}"
+                f"{self._objectives(result)}{self._eta()}"
             )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -100,7 +114,7 @@ class StudyProgress(Callback):
         groups = " ".join(f"{g} {_percent(result.get(f'test_acc_{g}'))}" for g in ("all", "many", "medium", "few"))
         test = f"  test: {groups}" if epoch >= self.epochs else ""
         self._say(
-            f"trial {trial.trial_id} {ended}  {self.metric} {_percent(result.get(self.metric))}{test}   "
+            f"trial {trial.trial_id} {ended}  {self._objectives(result)}{test}   "
             f"{self._count()}{self._eta()}"
         )
 

@@ -10,12 +10,19 @@ searcher (seeded Optuna sampler, or Tune's grid), training seeds, and the ASHA s
   is one more grid axis; for Optuna, `SeedRepeater` hands each suggested configuration out once per
   seed and tells the sampler the mean of the objective over the seeds, so TPE models the
   configuration, not one seed's luck.
+- several objectives (search.objectives): OptunaSearch's list of metrics and modes, an Optuna study
+  with one direction per objective and its multi-objective sampler (TPE, as Optuna 5 defaults to
+  for several objectives too; Ozaki et al., GECCO 2020), and each configuration told the mean of
+  every objective over its seeds; the report draws the front (ncstudy.outputs.pareto).
 - strata: `search.strata` splits the study into independent searches, one per combination of the
   strata's values (e.g. per imbalance ratio): an objective compared across ratios would only learn
   which ratio is easier, while a researcher wants the best weights *per* ratio. `StratifiedSearch`
   holds one searcher per stratum (its own sampler seeded `search.seed + index`, its own Optuna study
   `NAME[key=value]` in the same storage, its own budget of `num_samples` configurations) and adds
   the stratum's values to each suggestion; for grid the strata are more grid axes.
+  `search.split_by_variant` splits by variant the same way (ncstudy.strata.searches): searched as
+  one choice, the sampler spends more of the budget on the variant that looks better, which makes
+  that variant's front denser; compared variants need equal budgets (docs/pareto.md).
 - ASHA (Li et al., MLSys 2020) as Tune's AsyncHyperBandScheduler on the epoch count.
 """
 
@@ -36,7 +43,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from ncstudy.config import IntRange, LogUniform, SpaceParam, StudyConfig, Uniform, get_dotted
-from ncstudy.strata import optuna_study_names, strata
+from ncstudy.strata import optuna_study_names, searches
 
 SEED_KEY = "train.seed"
 
@@ -50,7 +57,7 @@ def planned_trials(study: StudyConfig) -> int:
             combinations *= len(param.values)
         configurations = combinations * max(len(search.variants), 1)
     else:
-        configurations = search.num_samples
+        configurations = search.num_samples * (len(search.variants) if search.split_by_variant else 1)
     return configurations * math.prod(len(values) for values in search.strata.values()) * len(search.seed_list)
 
 
@@ -76,10 +83,13 @@ class OptunaSpace:
 
     def __call__(self, trial: optuna.Trial) -> None:
         chosen: dict[str, Any] = dict(self.stratum)
-        if self.search.variants:
-            chosen.update(self.search.variants[trial.suggest_categorical("variant", list(self.search.variants))])
+        if "variant" in self.stratum:  # search.split_by_variant: this search's variant is fixed
+            chosen.update(self.search.variants[self.stratum["variant"]])
+        elif self.search.variants:
+            variant = trial.suggest_categorical("variant", list(self.search.variants))
+            chosen.update({**self.search.variants[variant], "variant": variant})  # `when: {variant: NAME}` reads it
         for key, param in self.search.space.items():
-            if param.when and any(chosen.get(k, get_dotted(self.base, k)) != v for k, v in param.when.items()):
+            if param.when and any((chosen[k] if k in chosen else get_dotted(self.base, k)) != v for k, v in param.when.items()):
                 continue
             chosen[key] = _suggest(trial, key, param)
 
@@ -97,13 +107,26 @@ def build_sampler(study: StudyConfig, stratum_index: int = 0) -> optuna.samplers
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.tpe_startup_trials)
 
 
-def name_objective(optuna_study: optuna.Study | None, metric: str) -> None:
-    """Name the study's objective `metric` (optuna-dashboard and the plots say "Objective 0" otherwise);
-    a searcher without a space has no study yet."""
-    if optuna_study is not None and optuna_study.metric_names != [metric]:
+Metric = str | list[str]  # one objective, or several (search.objectives), as Tune's searchers take them
+
+
+def searched_metric(study: StudyConfig) -> tuple[Metric, str | list[str]]:
+    """The metric and mode the searchers optimise: search.metric and search.mode, or the lists of
+    search.objectives' names and directions (Ray's OptunaSearch takes lists for several objectives)."""
+    directions = study.search.objective_directions
+    if study.search.multi_objective:
+        return list(directions), list(directions.values())
+    return study.search.metric, study.search.mode
+
+
+def name_objective(optuna_study: optuna.Study | None, metric: Metric) -> None:
+    """Name the study's objectives by their metrics (optuna-dashboard and the plots say "Objective 0"
+    otherwise); a searcher without a space has no study yet."""
+    names = [metric] if isinstance(metric, str) else list(metric)
+    if optuna_study is not None and optuna_study.metric_names != names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna_study.set_metric_names([metric])
+            optuna_study.set_metric_names(names)
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -132,14 +155,15 @@ class ResumableOptunaSearch(OptunaSearch):
 
 class SeedRepeater(Searcher):
     """Runs each configuration of an inner searcher once per training seed; the inner searcher sees
-    one trial per configuration whose objective is the mean over the seeds that reported it."""
+    one trial per configuration whose objective is the mean over the seeds that reported it (each
+    objective's mean, with several: the seeds that reported all of them)."""
 
-    def __init__(self, inner: Searcher, seeds: list[int], metric: str, mode: str):
+    def __init__(self, inner: Searcher, seeds: list[int], metric: Metric, mode: str | list[str]):
         super().__init__(metric=metric, mode=mode)
         self.inner, self.seeds = inner, list(seeds)
         self.queue: list[tuple[str, dict, int]] = []
         self.config_of: dict[str, str] = {}
-        self.results: dict[str, list[float | None]] = {}
+        self.results: dict[str, list[tuple[float, ...] | None]] = {}
         self.configurations = 0
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -158,13 +182,15 @@ class SeedRepeater(Searcher):
         config_id = self.config_of.pop(trial_id, None)
         if config_id is None:
             return
-        value = None if error or not result else result.get(self.metric)
+        names = [self.metric] if isinstance(self.metric, str) else self.metric
+        values = None if error or not result else tuple(result.get(name) for name in names)
         scores = self.results.setdefault(config_id, [])
-        scores.append(value)
+        scores.append(None if values is None or None in values else values)
         if len(scores) == len(self.seeds):
             measured = [v for v in self.results.pop(config_id) if v is not None]
             if measured:
-                self.inner.on_trial_complete(config_id, {self.metric: statistics.fmean(measured)})
+                means = [statistics.fmean(column) for column in zip(*measured)]
+                self.inner.on_trial_complete(config_id, dict(zip(names, means)))
             else:
                 self.inner.on_trial_complete(config_id, None, error=True)
 
@@ -193,7 +219,9 @@ class StratifiedSearch(Searcher):
     with its experiment and saves its state (`save`), so `resume` continues every stratum where it
     stopped."""
 
-    def __init__(self, strata: list[dict[str, Any]], searchers: list[Searcher], budget: int, metric: str, mode: str):
+    def __init__(
+        self, strata: list[dict[str, Any]], searchers: list[Searcher], budget: int, metric: Metric, mode: str | list[str]
+    ):
         super().__init__(metric=metric, mode=mode)
         if len(strata) != len(searchers):
             raise ValueError("StratifiedSearch needs one searcher per stratum")
@@ -290,17 +318,17 @@ def _reopened_storage() -> StudyOptunaStorage:
 
 def _optuna_searcher(study: StudyConfig, stratum: dict[str, Any], index: int, name: str) -> Searcher:
     """The Optuna searcher of one stratum (the whole study without strata), repeated per seed."""
-    search = study.search
+    metric, mode = searched_metric(study)
     searcher: Searcher = ResumableOptunaSearch(
         space=OptunaSpace(study, stratum),
         sampler=build_sampler(study, index),
         study_name=name,
         storage=_reopened_storage(),
-        metric=search.metric,
-        mode=search.mode,
+        metric=metric,
+        mode=mode,
     )
-    if search.seeds:
-        searcher = SeedRepeater(searcher, search.seeds, search.metric, search.mode)
+    if study.search.seeds:
+        searcher = SeedRepeater(searcher, study.search.seeds, metric, mode)
     return searcher
 
 
@@ -321,14 +349,14 @@ def searcher_and_space(study: StudyConfig) -> tuple[Searcher | None, dict[str, A
         space = {**stratum_axes, **({SEED_KEY: tune.grid_search(list(seeds))} if seeds else {})}
         return None, space, search.num_samples
     per_stratum = search.num_samples * len(search.seed_list)
-    if not search.strata:
+    if not search.strata and not search.split_by_variant:
         return _optuna_searcher(study, {}, 0, study.name), {}, per_stratum
-    all_strata = strata(study)
+    all_strata = searches(study)
     searchers = [
         _optuna_searcher(study, stratum, index, name)
         for index, (stratum, name) in enumerate(zip(all_strata, optuna_study_names(study)))
     ]
-    stratified = StratifiedSearch(all_strata, searchers, per_stratum, search.metric, search.mode)
+    stratified = StratifiedSearch(all_strata, searchers, per_stratum, *searched_metric(study))
     return stratified, {}, per_stratum * len(all_strata)
 
 

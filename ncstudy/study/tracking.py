@@ -60,6 +60,7 @@ PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "ncstudy.study"
 TRIAL_TAG = "ncstudy.trial_id"
 FOLDER_TAG = "ncstudy.folder"  # host:path of the study folder that wrote the run (folder_tag)
+OBJECTIVES_TAG = "ncstudy.objectives"  # a multi-objective study's objectives and directions (tag_objectives)
 MAX_PARAMS_PER_BATCH = 100
 SEED_PARAM = "train.seed"  # the training seed in a trial's params (ncstudy.study.search.SEED_KEY)
 VARIANT_PARAM = "variant"
@@ -387,6 +388,12 @@ class StudyTracker:
                 value = best[column]
                 tags[f"{prefix}best.{column.removeprefix('param.')}"] = "none" if _missing(value) else value
         self.client.log_batch(parent_run_id, metrics=_metrics(metrics, step=0), tags=_tags(tags))
+
+    def tag_objectives(self, parent_run_id: str, directions: Mapping[str, str]) -> None:
+        """A multi-objective study's run names its objectives in one tag, `objectives`
+        (`val_acc_many max, val_acc_few max`), beside the `search.objectives.*` params of its config."""
+        text = ", ".join(f"{name} {mode}" for name, mode in directions.items())
+        self.client.set_tag(parent_run_id, OBJECTIVES_TAG, text)
 
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
         """Files as artifacts at the top level, folders under their own name."""
