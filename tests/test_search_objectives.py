@@ -114,3 +114,18 @@ def test_smoke_keeps_one_configuration_per_variant_when_split():
     smoke_tree(smaller)
     assert smaller["search"]["num_samples"] == 1 and smaller["search"]["seeds"] == [0]
     assert planned_trials(StudyConfig.model_validate(smaller)) == len(VARIANTS)
+
+
+def test_grid_and_random_searches_take_several_objectives(tmp_path):
+    grid = study(algorithm="grid", objectives=OBJECTIVES, seeds=[0, 1], variants=VARIANTS,
+                 space={"loss.tau": {"type": "grid", "values": [0.0, 1.0, 2.0]}})  # fmt: skip
+    searcher, space, num_samples = searcher_and_space(grid)
+    assert searcher is None and space["loss.tau"] == {"grid_search": [0.0, 1.0, 2.0]} and planned_trials(grid) == 12
+    random = study(algorithm="random", objectives=OBJECTIVES, num_samples=2, space=TAU)
+    open_optuna_in(tmp_path)
+    searcher, _, _ = searcher_and_space(random)
+    config = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"val_acc_many": 0.6, "val_acc_few": 0.1})
+    [trial] = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert isinstance(searcher._ot_study.sampler, optuna.samplers.RandomSampler)
+    assert trial.params == config and trial.values == [0.6, 0.1]

@@ -586,7 +586,7 @@ def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("m
         own = study_tables(study, baseline)
         tables.update({f"{prefix}{key}": table for key, table in own.items()})
         sections.append(_study_section(study, own, baseline))
-    variant_studies = {s.name: s.finished for s in studies if VARIANT in s.finished}
+    variant_studies = {s.name: s.finished for s in studies if _one_configuration_per_variant(s)}
     if variant_studies:
         ablation = ablation_table(variant_studies, variant_column=VARIANT, ratio_column=RATIO)
         tables["ablation"] = with_recipes(ablation, ablation_recipes(studies, ablation))
@@ -603,6 +603,19 @@ def build_report(names: list[str], results: Path, formats: tuple[str, ...] = ("m
     sections.append(f"Every table is also in `tables/` as Markdown, LaTeX (booktabs) and CSV ({', '.join(formats)}).")
     write_text(f"# Report: {', '.join(names)}\n\n" + "\n\n".join(sections) + "\n", out / "report.md")
     return out
+
+
+def _one_configuration_per_variant(study: StudyResults) -> bool:
+    """Whether the study's variants are its rows in Table 7's layout: one configuration per variant
+    (and imbalance ratio), its seeds averaged in a cell. A variant that ran several configurations
+    (searched weights, a tau grid: a Pareto study's fronts) would pool them in one cell, which then
+    means no configuration; its study has no ablation table (the shot table and the fronts list them)."""
+    finished = study.finished
+    if VARIANT not in finished:
+        return False
+    keys = [VARIANT, *([RATIO] if RATIO in finished else [])]
+    configurations = finished[list(dict.fromkeys([*keys, *study.by]))].drop_duplicates()
+    return bool(configurations.groupby(keys, dropna=False).size().max() == 1)
 
 
 def _study_section(study: StudyResults, tables: dict, baseline: str | None = None) -> str:
