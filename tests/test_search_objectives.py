@@ -129,3 +129,14 @@ def test_grid_and_random_searches_take_several_objectives(tmp_path):
     [trial] = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
     assert isinstance(searcher._ot_study.sampler, optuna.samplers.RandomSampler)
     assert trial.params == config and trial.values == [0.6, 0.1]
+
+
+def test_a_seed_repeater_saved_by_an_older_version_still_averages_its_configuration(tmp_path):
+    """A study interrupted mid-configuration by a version that stored each seed's objective as a
+    float is resumed by this one, which stores tuples: both are averaged."""
+    repeater = SeedRepeater(Recorder(), [0, 1], "val_acc_all", "max")
+    repeater.suggest("t0"), repeater.suggest("t1")
+    repeater.results["configuration_0"] = [0.5]  # as the older version saved the first seed
+    repeater.config_of.pop("t0")
+    repeater.on_trial_complete("t1", {"val_acc_all": 0.7})
+    assert repeater.inner.told["configuration_0"] == ({"val_acc_all": pytest.approx(0.6)}, False)

@@ -187,7 +187,8 @@ class SeedRepeater(Searcher):
         scores = self.results.setdefault(config_id, [])
         scores.append(None if values is None or None in values else values)
         if len(scores) == len(self.seeds):
-            measured = [v for v in self.results.pop(config_id) if v is not None]
+            # a float: a seed told before several objectives existed, saved with an interrupted study
+            measured = [v if isinstance(v, tuple) else (v,) for v in self.results.pop(config_id) if v is not None]
             if measured:
                 means = [statistics.fmean(column) for column in zip(*measured)]
                 self.inner.on_trial_complete(config_id, dict(zip(names, means)))
